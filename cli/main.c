@@ -1,13 +1,51 @@
-/* graft: the user's command-line interface. */
+/* graft: the user's command-line interface; dispatches to cli/cmd_*.c. */
+#include "cli.h"
+#include "gr_err.h"
+
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+static const cli_cmd commands[] = {
+    {NULL, NULL, NULL},
+};
+
+int cli_fail(int code)
+{
+    fprintf(stderr, "graft: %s\n", gr_errmsg());
+    return gr_exit_status(code);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("graft: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: graft COMMAND [ARGS...]\n\ncommands:\n");
+    for (const cli_cmd *c = commands; c->name; c++) fprintf(f, "  %s\n", c->usage);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "--version"))) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("graft %s\n", GRAFT_VERSION);
         return 0;
     }
-    fprintf(stderr, "usage: graft COMMAND ...\n");
+    for (const cli_cmd *c = commands; c->name; c++)
+        if (!strcmp(c->name, argv[1])) return c->fn(argc - 1, argv + 1);
+    fprintf(stderr, "graft: unknown command '%s' (graft --help lists them)\n", argv[1]);
     return 2;
 }

@@ -1,0 +1,20 @@
+/* cli: the graft command-line tool's subcommands. Each returns the process
+ * exit status: 0 success, 2 bad usage or input, 1 other failures. */
+#ifndef GR_CLI_H
+#define GR_CLI_H
+
+typedef struct cli_cmd {
+    const char *name;
+    int (*fn)(int argc, char **argv); /* argv[0] is the subcommand name */
+    const char *usage;
+} cli_cmd;
+
+/* Prints "graft: <gr_errmsg()>" on stderr and returns the exit status for
+ * the library error code. */
+int cli_fail(int code);
+/* Prints "graft: <message>" and returns 2 (bad usage). */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Subcommands (one file each: cli/cmd_<name>.c). */
+
+#endif
