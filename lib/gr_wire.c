@@ -550,9 +550,9 @@ int gr_wire_decode(gr_wire_dir dir, const void *const *frames, const size_t *len
         return drop(&st->bad_body, st);
     }
     if (body->type != GR_JSON_OBJ) {
-        gr_json_free(body);
         gr_seterr(GR_EFORMAT, "%s: body is a msgpack %s, expected a map", s->name,
                   gr_json_type_name(body->type));
+        gr_json_free(body);
         return drop(&st->bad_body, st);
     }
     if (gr_wire_check(dir, cmd, body)) {
