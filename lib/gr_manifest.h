@@ -31,7 +31,7 @@
 #define GR_MANIFEST_MAX_ENTRIES 1000000
 #define GR_MANIFEST_MAX_PATH    4096
 #define GR_MANIFEST_MAX_COMP    255
-#define GR_MANIFEST_MAX_BYTES   (256u << 20) /* largest manifest read */
+#define GR_MANIFEST_MAX_BYTES   (64u << 20) /* largest manifest read */
 
 typedef struct gr_manifest_entry {
     char *path;        /* owned by the manifest */
