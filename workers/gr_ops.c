@@ -4,6 +4,9 @@
 
 #include <stddef.h>
 
+extern const gr_op gr_op_noop, gr_op_sleep, gr_op_fail, gr_op_echo; /* test ops (testops/) */
+
 const gr_op *const gr_ops[] = {
+    &gr_op_noop, &gr_op_sleep, &gr_op_fail, &gr_op_echo, /* test ops */
     NULL,
 };
