@@ -129,7 +129,7 @@ static int id_ok(const gr_json *v)
     if (v->type != GR_JSON_STR || v->len == 0 || v->len > GR_WIRE_MAX_ID) return 0;
     for (size_t i = 0; i < v->len; i++) {
         unsigned char c = (unsigned char)v->str[i];
-        if (c <= 0x20 || c >= 0x7f) return 0;
+        if (c < 0x20 || c == 0x7f) return 0; /* UTF-8 was checked by the decoder */
     }
     return 1;
 }
@@ -137,7 +137,7 @@ static int id_ok(const gr_json *v)
 static const char *ftype_name(ftype t)
 {
     static const char *n[] = {"a string",
-                              "an id (1-200 printable ASCII bytes, no spaces)",
+                              "an id (1-512 bytes, no control characters)",
                               "an integer",
                               "a non-negative integer",
                               "a number",

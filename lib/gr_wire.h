@@ -22,7 +22,7 @@
 #define GR_WIRE_TAG_LEN   7
 #define GR_WIRE_MAX_BODY  (8u << 20) /* bytes in frame 2 */
 #define GR_WIRE_MAX_DEPTH 32         /* nesting of maps/arrays in a body */
-#define GR_WIRE_MAX_ID    200        /* bytes in an id field (job, stage, task, worker) */
+#define GR_WIRE_MAX_ID    512        /* bytes in an id field (job, stage, task, worker) */
 #define GR_WIRE_MAX_PEER  255        /* bytes in a ZeroMQ routing id */
 
 /* Command bytes. Client = `graft` CLI or any dashboard/tool (DEALER);
@@ -61,8 +61,9 @@ typedef enum {
 } gr_wire_dir;
 
 /* A task id is "<job>:<stage>": job ids never contain ':', so the first ':'
- * splits it. Ids are 1..GR_WIRE_MAX_ID bytes of printable ASCII without
- * spaces. */
+ * splits it. Ids are 1..GR_WIRE_MAX_ID bytes of UTF-8 without control
+ * characters (matrix variant ids such as `p[density=0.5]` may hold any
+ * printable text). */
 
 /* Name of a command ("SUBMIT", ... ; the worker-side abort is "CANCEL"), or
  * NULL for an unknown byte. */

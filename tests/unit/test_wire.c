@@ -370,7 +370,7 @@ static void test_frames_and_fields(void)
     CHECK(decode_json(GR_WIRE_TO_BROKER, GR_CMD_DONE,
                       "{\"task\":\"j1:a\",\"attempt\":-1,\"outputs\":{}}", &st) != 0);
     CHECK(decode_json(GR_WIRE_TO_BROKER, GR_CMD_DONE,
-                      "{\"task\":\"j1 a\",\"attempt\":1,\"outputs\":{}}", &st) != 0);
+                      "{\"task\":\"j1\\ta\",\"attempt\":1,\"outputs\":{}}", &st) != 0);
     CHECK_CONTAINS(gr_errmsg(), "'task' must be an id");
     CHECK(decode_json(GR_WIRE_TO_BROKER, GR_CMD_DONE,
                       "{\"task\":\"\",\"attempt\":1,\"outputs\":{}}", &st) != 0);
@@ -383,17 +383,17 @@ static void test_frames_and_fields(void)
                       "{\"task\":\"j1:a\",\"attempt\":1,\"error\":\"x\",\"retryable\":1}",
                       &st) != 0);
     CHECK_CONTAINS(gr_errmsg(), "'retryable' must be a boolean");
-    /* unknown fields are ignored; a 200-byte id is fine, 201 is not */
+    /* unknown fields are ignored; a 512-byte id is fine, 513 is not */
     CHECK(decode_json(GR_WIRE_TO_BROKER, GR_CMD_CANCEL, "{\"job\":\"j1\",\"future\":[1,2]}", &st) ==
           0);
-    char js[512];
-    char id[202];
-    memset(id, 'x', 201);
-    id[200] = 0;
+    char js[1024];
+    char id[514];
+    memset(id, 'x', 513);
+    id[512] = 0;
     snprintf(js, sizeof js, "{\"job\":\"%s\"}", id);
     CHECK(decode_json(GR_WIRE_TO_BROKER, GR_CMD_CANCEL, js, &st) == 0);
-    id[200] = 'x';
-    id[201] = 0;
+    id[512] = 'x';
+    id[513] = 0;
     snprintf(js, sizeof js, "{\"job\":\"%s\"}", id);
     CHECK(decode_json(GR_WIRE_TO_BROKER, GR_CMD_CANCEL, js, &st) != 0);
     /* HEARTBEAT fields depend on the direction */
