@@ -16,5 +16,8 @@ int cli_fail(int code);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Subcommands (one file each: cli/cmd_<name>.c). */
+int cmd_put(int argc, char **argv);   /* cmd_store.c */
+int cmd_get(int argc, char **argv);   /* cmd_store.c */
+int cmd_store(int argc, char **argv); /* cmd_store.c */
 
 #endif

@@ -7,6 +7,9 @@
 #include <string.h>
 
 static const cli_cmd commands[] = {
+    {"put", cmd_put, "put [--store DIR] PATH...           import files or directories; prints ids"},
+    {"get", cmd_get, "get ID -o PATH [--force] [--copy]    export a blob or tree from the store"},
+    {"store", cmd_store, "store verify [--gc] [--quarantine] | path ID | root"},
     {NULL, NULL, NULL},
 };
 
