@@ -27,8 +27,8 @@
 #define PL_MAX_ID         64      /* user stage ids */
 #define PL_MAX_RETRIES    100
 #define PL_MAX_PRIORITY   1000000
-#define PL_FETCH_HEX      12 /* hex digits of sha256(uri) in implied fetch ids */
-#define PL_MAX_VARIANT_ID 4096
+#define PL_FETCH_HEX      12  /* hex digits of sha256(uri) in implied fetch ids */
+#define PL_MAX_VARIANT_ID 400 /* task ids "<job>:<stage>" must fit the wire's 512 */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -1297,6 +1297,12 @@ static int make_variant(pctx *P, rstage *R, const gr_json *params, const gr_json
                   PL_MAX_VARIANT_ID);
         goto fail;
     }
+    for (size_t i = 0; i < id.len; i++)
+        if ((unsigned char)id.data[i] < 0x20 || id.data[i] == 0x7f) {
+            rc = perr(P, R->line, R->id,
+                      "a matrix value holds a control character, which a stage id cannot");
+            goto fail;
+        }
     st.id = gr_buf_take(&id);
     if (!(st.op = xstrdup(R->op->name)) || !(st.params = gr_jsonb_copy(params))) goto fail;
     /* rewrite input references to variant ids */
