@@ -42,6 +42,9 @@ size_t gr_st_meta_count(const gr_st *st);
 const char *gr_st_meta_key(const gr_st *st, size_t i);
 const char *gr_st_meta_get(const gr_st *st, const char *key);
 const char *gr_st_path(const gr_st *st);
+/* Validates a whole file image held in memory (buf[0..len), borrowed: it must
+ * outlive the gr_st). `what` names it in messages and as the tensors' file. */
+gr_st *gr_st_open_mem(const char *what, const void *buf, size_t len);
 /* Validates a header buffer on its own (the fuzz target's entry point):
  * hdr/hlen is the JSON text, data_len the bytes after it. */
 int gr_st_check_header(const char *what, const char *hdr, size_t hlen, uint64_t data_len);
