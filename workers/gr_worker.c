@@ -210,15 +210,14 @@ static void *open_socket(gr_worker *w)
         gr_seterr(GR_EIO, "zmq DEALER socket: %s", zmq_strerror(zmq_errno()));
         return NULL;
     }
-    /* bounded queue toward a broker that is away (no unbounded growth), and
-     * messages only to completed connections: a result that cannot be sent
-     * stays in w->report and goes out after the next READY */
-    int linger = 0, ivl = 100, ivl_max = 2000, hwm = WK_SNDHWM, one = 1;
+    /* a bounded queue toward a broker that is away (no unbounded growth);
+     * a result that could not be sent stays in w->report and goes out again
+     * after the next READY */
+    int linger = 0, ivl = 100, ivl_max = 2000, hwm = WK_SNDHWM;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one);
     if (zmq_connect(s, w->broker) < 0) {
         gr_seterr(GR_EINVAL, "%s: cannot connect: %s", w->broker, zmq_strerror(zmq_errno()));
         zmq_close(s);
