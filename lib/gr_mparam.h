@@ -48,7 +48,7 @@ double gr_mparam_interp(const double *v, size_t n, double t);
  * follows a component named "layers", "layer", "h", "blocks" or "block"
  * (model.layers.12.mlp.up_proj.weight -> 12; transformer.h.3.attn.c_attn.weight
  * -> 3). Returns 1 with *layer set, or 0 for tensors outside the layers
- * (embeddings, final norm, lm_head). Numbers above LONG_MAX/2 are not layers. */
+ * (embeddings, final norm, lm_head). Numbers of more than 9 digits are not layers. */
 int gr_mparam_layer(const char *tensor, long *layer);
 /* Position of a tensor for gradients: l / (L - 1) for layer l of L (1 when
  * L == 1), 0 outside the layers, clamped to [0, 1]. */

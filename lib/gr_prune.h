@@ -20,7 +20,7 @@ typedef enum {
 typedef enum {
     GR_RESCALE_DEFAULT = -1, /* the method's own: inverse for dare/della, none else */
     GR_RESCALE_NONE = 0,
-    GR_RESCALE_INVERSE, /* kept / p (dare: p = d; della: per-element p) */
+    GR_RESCALE_INVERSE, /* dare: kept * (float)(1/d); della: (float)(kept / p) */
     GR_RESCALE_L1,      /* kept * L1(before) / L1(after), as mergekit >= 2025 */
 } gr_rescale;
 
@@ -52,7 +52,7 @@ int gr_prune_check(const gr_prune_params *p, const char *what);
 gr_rescale gr_prune_rescale_of(const gr_prune_params *p);
 
 typedef struct gr_prune_stats {
-    uint64_t n, kept;           /* elements, nonzero-kept elements selected */
+    uint64_t n, kept;           /* elements; nonzero elements after pruning */
     double l1_before, l1_after; /* sum |delta| before / after */
     double l2_before, l2_after; /* sqrt(sum delta^2) */
 } gr_prune_stats;

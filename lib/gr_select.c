@@ -1,0 +1,469 @@
+/* gr_select: radix selection on float bit patterns (exact, O(n), no copy of
+ * the data) for per-tensor top-k and whole-model thresholds. */
+#include "gr_select.h"
+
+#include <stdlib.h>
+
+#include "gr_err.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Digit schedules over the 32-bit key, most significant digit first. Small
+ * inputs use 11-bit digits (2 Ki counters, three passes); large ones and
+ * whole-model selection 16-bit digits (64 Ki counters, two passes). */
+#define SMALL_N_MAX    ((size_t)1 << 20)
+#define MAX_PASSES     3
+#define MIN_PER_THREAD 65536             /* fewer elements than this per thread: fewer threads */
+#define SEGMENT_MAX    ((size_t)1 << 30) /* per-thread uint32 counters cannot overflow */
+
+static const int small_shift[MAX_PASSES] = {21, 10, 0}, small_bits[MAX_PASSES] = {11, 11, 10};
+static const int large_shift[MAX_PASSES] = {16, 0, 0}, large_bits[MAX_PASSES] = {16, 16, 0};
+
+typedef struct selrank {
+    uint64_t rank;   /* descending rank wanted */
+    uint64_t rem;    /* rank within the elements matching prefix */
+    uint32_t prefix; /* key bits determined so far */
+    uint32_t pmask;  /* which bits are determined */
+    uint64_t eq;     /* after the last pass: elements equal to the key */
+    int slot;        /* histogram slot in the current pass */
+} selrank;
+
+struct gr_gsel {
+    int mode, threads;
+    int npasses;
+    const int *shift, *bits;
+    int pass;       /* current pass, 0-based */
+    uint64_t total; /* elements fed in pass 0 */
+    uint64_t fed;   /* elements fed in the current pass */
+    int m;          /* ranks */
+    int ranks_set, done;
+    selrank r[GR_GSEL_MAX_RANKS];
+    int nslots;
+    uint32_t spre[GR_GSEL_MAX_RANKS], smask[GR_GSEL_MAX_RANKS];
+    size_t nb;       /* buckets per slot in the current pass */
+    uint64_t *hist;  /* nslots x nb */
+    uint32_t *thist; /* threads x nslots x (nb + 1); bucket nb counts non-matches */
+    int thist_threads;
+};
+
+static int clamp_threads(int threads, size_t n)
+{
+    if (threads < 1) threads = 1;
+    size_t most = n / MIN_PER_THREAD;
+    if (most < 1) most = 1;
+    if ((size_t)threads > most) threads = (int)most;
+    return threads;
+}
+
+static inline uint32_t key_of(float x, int mode)
+{
+    return mode == GR_SEL_SIGNED ? gr_sel_signkey(x) : gr_sel_abskey(x);
+}
+
+float gr_sel_key_to_float(uint32_t key, int mode)
+{
+    uint32_t u = key;
+    if (mode == GR_SEL_SIGNED) u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void gsel_init(gr_gsel *s, int mode, int threads, int small)
+{
+    memset(s, 0, sizeof *s);
+    s->mode = mode;
+    s->threads = threads < 1 ? 1 : threads;
+    s->shift = small ? small_shift : large_shift;
+    s->bits = small ? small_bits : large_bits;
+    s->npasses = small ? 3 : 2;
+    s->nslots = 1; /* pass 0: one slot matching everything */
+    s->spre[0] = s->smask[0] = 0;
+}
+
+static void gsel_free(gr_gsel *s)
+{
+    free(s->hist);
+    free(s->thist);
+    s->hist = NULL;
+    s->thist = NULL;
+}
+
+/* Allocates and zeroes the counters of the current pass. */
+static int gsel_begin_pass(gr_gsel *s)
+{
+    s->nb = (size_t)1 << s->bits[s->pass];
+    free(s->hist);
+    free(s->thist);
+    s->thist = NULL;
+    s->hist = calloc((size_t)s->nslots * s->nb, sizeof *s->hist);
+    if (!s->hist) return gr_seterr(GR_ENOMEM, "select: out of memory for histograms");
+    s->thist_threads = s->threads;
+    s->thist = malloc((size_t)s->threads * (size_t)s->nslots * (s->nb + 1) * sizeof *s->thist);
+    if (!s->thist) return gr_seterr(GR_ENOMEM, "select: out of memory for histograms");
+    s->fed = 0;
+    return 0;
+}
+
+/* Counts the digit of the current pass for the elements of x[lo, hi) that
+ * match each slot's prefix, into h (nslots x (nb + 1)). */
+static void count_range(const gr_gsel *s, const float *x, size_t lo, size_t hi, uint32_t *h)
+{
+    const int shift = s->shift[s->pass];
+    const uint32_t dmask = (uint32_t)(s->nb - 1);
+    const size_t nb1 = s->nb + 1;
+    memset(h, 0, (size_t)s->nslots * nb1 * sizeof *h);
+    if (s->pass == 0) {
+        if (s->mode == GR_SEL_SIGNED)
+            for (size_t i = lo; i < hi; i++) h[gr_sel_signkey(x[i]) >> shift]++;
+        else
+            for (size_t i = lo; i < hi; i++) h[gr_sel_abskey(x[i]) >> shift]++;
+        return;
+    }
+    for (int sl = 0; sl < s->nslots; sl++) {
+        const uint32_t pre = s->spre[sl], msk = s->smask[sl];
+        uint32_t *hs = h + (size_t)sl * nb1;
+        const uint32_t miss = (uint32_t)s->nb;
+        if (s->mode == GR_SEL_SIGNED) {
+            for (size_t i = lo; i < hi; i++) {
+                uint32_t key = gr_sel_signkey(x[i]);
+                hs[(key & msk) == pre ? (key >> shift) & dmask : miss]++;
+            }
+        } else {
+            for (size_t i = lo; i < hi; i++) {
+                uint32_t key = gr_sel_abskey(x[i]);
+                hs[(key & msk) == pre ? (key >> shift) & dmask : miss]++;
+            }
+        }
+    }
+}
+
+int gr_gsel_feed(gr_gsel *s, const float *x, size_t n)
+{
+    if (s->done) return gr_seterr(GR_ESTATE, "select: feed after the last pass");
+    if (!s->hist) {
+        int rc = gsel_begin_pass(s);
+        if (rc) return rc;
+    }
+    const size_t nb1 = s->nb + 1;
+    for (size_t seg = 0; seg < n; seg += SEGMENT_MAX) {
+        size_t len = n - seg < SEGMENT_MAX ? n - seg : SEGMENT_MAX;
+        const float *xs = x + seg;
+        int nt = clamp_threads(s->threads, len);
+        if (nt > s->thist_threads) nt = s->thist_threads;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+        for (int t = 0; t < nt; t++) {
+            size_t lo = len * (size_t)t / (size_t)nt, hi = len * (size_t)(t + 1) / (size_t)nt;
+            count_range(s, xs, lo, hi, s->thist + (size_t)t * (size_t)s->nslots * nb1);
+        }
+        for (int t = 0; t < nt; t++)
+            for (int sl = 0; sl < s->nslots; sl++) {
+                const uint32_t *h = s->thist + ((size_t)t * (size_t)s->nslots + (size_t)sl) * nb1;
+                uint64_t *g = s->hist + (size_t)sl * s->nb;
+                for (size_t b = 0; b < s->nb; b++) g[b] += h[b];
+            }
+    }
+    s->fed += n;
+    if (s->pass == 0) s->total += n;
+    return 0;
+}
+
+gr_gsel *gr_gsel_new(int mode, int threads)
+{
+    gr_gsel *s = malloc(sizeof *s);
+    if (!s) {
+        gr_seterr(GR_ENOMEM, "select: out of memory");
+        return NULL;
+    }
+    gsel_init(s, mode, threads, 0);
+    return s;
+}
+
+void gr_gsel_destroy(gr_gsel **s)
+{
+    if (!s || !*s) return;
+    gsel_free(*s);
+    free(*s);
+    *s = NULL;
+}
+
+uint64_t gr_gsel_total(const gr_gsel *s)
+{
+    return s->total;
+}
+
+int gr_gsel_set_ranks(gr_gsel *s, const uint64_t *ranks, int m)
+{
+    if (s->pass != 0 || s->ranks_set)
+        return gr_seterr(GR_ESTATE, "select: ranks must be set once, during the first pass");
+    if (m < 1 || m > GR_GSEL_MAX_RANKS)
+        return gr_seterr(GR_EINVAL, "select: %d ranks requested (1..%d allowed)", m,
+                         GR_GSEL_MAX_RANKS);
+    for (int i = 0; i < m; i++) {
+        if (ranks[i] >= s->total)
+            return gr_seterr(GR_EINVAL, "select: rank %llu out of range (%llu elements)",
+                             (unsigned long long)ranks[i], (unsigned long long)s->total);
+        s->r[i].rank = s->r[i].rem = ranks[i];
+        s->r[i].prefix = s->r[i].pmask = 0;
+        s->r[i].eq = 0;
+    }
+    s->m = m;
+    s->ranks_set = 1;
+    return 0;
+}
+
+/* Narrows every rank to one bucket of the pass just ended. */
+static void resolve_pass(gr_gsel *s)
+{
+    const int shift = s->shift[s->pass];
+    for (int i = 0; i < s->m; i++) {
+        selrank *r = &s->r[i];
+        const uint64_t *h = s->hist + (size_t)(s->pass == 0 ? 0 : r->slot) * s->nb;
+        uint64_t cum = 0;
+        size_t b = s->nb;
+        while (b-- > 0) {
+            if (cum + h[b] > r->rem) break;
+            cum += h[b];
+        }
+        /* b is valid: the slot holds more than rem elements by construction. */
+        r->rem -= cum;
+        r->prefix |= (uint32_t)b << shift;
+        r->pmask |= (uint32_t)(s->nb - 1) << shift;
+        r->eq = h[b];
+    }
+}
+
+int gr_gsel_end_pass(gr_gsel *s)
+{
+    if (s->done) return 0;
+    if (!s->ranks_set) return gr_seterr(GR_ESTATE, "select: no ranks set before the pass ended");
+    if (s->pass > 0 && s->fed != s->total)
+        return gr_seterr(GR_EINVAL,
+                         "select: pass %d fed %llu elements but the first pass fed %llu (the "
+                         "same tensors must be fed in every pass)",
+                         s->pass + 1, (unsigned long long)s->fed, (unsigned long long)s->total);
+    if (!s->hist) { /* nothing fed at all */
+        int rc = gsel_begin_pass(s);
+        if (rc) return rc;
+    }
+    resolve_pass(s);
+    s->pass++;
+    if (s->pass >= s->npasses) {
+        s->done = 1;
+        gsel_free(s);
+        return 0;
+    }
+    /* Distinct prefixes become the slots of the next pass. */
+    s->nslots = 0;
+    for (int i = 0; i < s->m; i++) {
+        int sl = 0;
+        while (sl < s->nslots && (s->spre[sl] != s->r[i].prefix || s->smask[sl] != s->r[i].pmask))
+            sl++;
+        if (sl == s->nslots) {
+            s->spre[sl] = s->r[i].prefix;
+            s->smask[sl] = s->r[i].pmask;
+            s->nslots++;
+        }
+        s->r[i].slot = sl;
+    }
+    int rc = gsel_begin_pass(s);
+    return rc ? rc : 1;
+}
+
+int gr_gsel_value(const gr_gsel *s, int r, float *out)
+{
+    if (!s->done || r < 0 || r >= s->m)
+        return gr_seterr(GR_ESTATE, "select: result %d not available", r);
+    *out = gr_sel_key_to_float(s->r[r].prefix, s->mode);
+    return 0;
+}
+
+int gr_gsel_topk(const gr_gsel *s, int r, gr_gtopk *out)
+{
+    if (!s->done || r < 0 || r >= s->m)
+        return gr_seterr(GR_ESTATE, "select: result %d not available", r);
+    if (s->mode != GR_SEL_ABS) return gr_seterr(GR_EINVAL, "select: top-k needs magnitude keys");
+    out->key = s->r[r].prefix;
+    out->ties_left = s->r[r].rem + 1;
+    return 0;
+}
+
+void gr_gtopk_none(gr_gtopk *g)
+{
+    g->key = UINT32_MAX;
+    g->ties_left = 0;
+}
+
+void gr_gtopk_all(gr_gtopk *g)
+{
+    g->key = 0;
+    g->ties_left = UINT64_MAX;
+}
+
+/* Counts elements of x[0..n) with magnitude key > key and == key. */
+static void count_gt_eq(const float *x, size_t n, uint32_t key, int threads, uint64_t *gt,
+                        uint64_t *eq)
+{
+    uint64_t g = 0, e = 0;
+    int nt = clamp_threads(threads, n);
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : g, e)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = gr_sel_abskey(x[i]);
+        g += a > key;
+        e += a == key;
+    }
+    *gt = g;
+    *eq = e;
+}
+
+/* Index just past the need-th (1-based) element of x whose magnitude key is
+ * key; the caller guarantees at least need such elements. */
+static size_t tie_end_of(const float *x, size_t n, uint32_t key, uint64_t need, int threads)
+{
+    int nt = clamp_threads(threads, n);
+    enum { MAXT = 256 };
+    if (nt > MAXT) nt = MAXT;
+    uint64_t cnt[MAXT];
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; t++) {
+        size_t lo = n * (size_t)t / (size_t)nt, hi = n * (size_t)(t + 1) / (size_t)nt;
+        uint64_t c = 0;
+        for (size_t i = lo; i < hi; i++) c += gr_sel_abskey(x[i]) == key;
+        cnt[t] = c;
+    }
+    for (int t = 0; t < nt; t++) {
+        size_t lo = n * (size_t)t / (size_t)nt, hi = n * (size_t)(t + 1) / (size_t)nt;
+        if (need > cnt[t]) {
+            need -= cnt[t];
+            continue;
+        }
+        for (size_t i = lo; i < hi; i++)
+            if (gr_sel_abskey(x[i]) == key && --need == 0) return i + 1;
+    }
+    return n; /* not reached when the caller's count is right */
+}
+
+int gr_gtopk_local(gr_gtopk *g, const float *x, size_t n, int threads, gr_topk *out)
+{
+    uint64_t gt, eq;
+    out->key = g->key;
+    if (g->key == UINT32_MAX) { /* selects nothing */
+        out->tie_end = 0;
+        out->k = 0;
+        return 0;
+    }
+    count_gt_eq(x, n, g->key, threads, &gt, &eq);
+    if (g->ties_left >= eq) {
+        out->tie_end = n;
+        out->k = gt + eq;
+        if (g->ties_left != UINT64_MAX) g->ties_left -= eq;
+    } else {
+        out->tie_end = g->ties_left ? tie_end_of(x, n, g->key, g->ties_left, threads) : 0;
+        out->k = gt + g->ties_left;
+        g->ties_left = 0;
+    }
+    return 0;
+}
+
+/* Runs the whole selection of one array for m descending ranks. */
+static int select_ranks(const float *x, size_t n, const uint64_t *ranks, int m, int mode,
+                        int threads, gr_gsel *s)
+{
+    gsel_init(s, mode, clamp_threads(threads, n), n < SMALL_N_MAX);
+    int rc = gr_gsel_feed(s, x, n);
+    if (!rc) rc = gr_gsel_set_ranks(s, ranks, m);
+    while (!rc && (rc = gr_gsel_end_pass(s)) > 0) rc = gr_gsel_feed(s, x, n);
+    gsel_free(s);
+    return rc;
+}
+
+int gr_select_topk(const float *x, size_t n, size_t k, int threads, gr_topk *out)
+{
+    if (k > n) return gr_seterr(GR_EINVAL, "select: k = %zu exceeds the %zu elements", k, n);
+    out->k = k;
+    if (k == 0) {
+        out->key = UINT32_MAX;
+        out->tie_end = 0;
+        return 0;
+    }
+    if (k == n) {
+        out->key = 0;
+        out->tie_end = n;
+        return 0;
+    }
+    gr_gsel s;
+    uint64_t rank = k - 1;
+    int rc = select_ranks(x, n, &rank, 1, GR_SEL_ABS, threads, &s);
+    if (rc) return rc;
+    out->key = s.r[0].prefix;
+    uint64_t need = s.r[0].rem + 1; /* tied elements to take */
+    out->tie_end = need == s.r[0].eq ? n : tie_end_of(x, n, out->key, need, threads);
+    return 0;
+}
+
+int gr_select_kth(const float *x, size_t n, size_t j, int mode, int threads, float *out)
+{
+    if (j >= n) return gr_seterr(GR_EINVAL, "select: rank %zu out of range (%zu elements)", j, n);
+    gr_gsel s;
+    uint64_t rank = (uint64_t)(n - 1 - j);
+    int rc = select_ranks(x, n, &rank, 1, mode, threads, &s);
+    if (rc) return rc;
+    *out = gr_sel_key_to_float(s.r[0].prefix, mode);
+    return 0;
+}
+
+/* ---- references: full sorts ---- */
+
+typedef struct kidx {
+    uint32_t key;
+    size_t i;
+} kidx;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    const kidx *p = a, *q = b;
+    if (p->key != q->key) return p->key > q->key ? -1 : 1;
+    return p->i < q->i ? -1 : p->i > q->i;
+}
+
+static kidx *sorted_keys(const float *x, size_t n, int mode)
+{
+    kidx *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v) {
+        gr_seterr(GR_ENOMEM, "select: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) v[i] = (kidx){key_of(x[i], mode), i};
+    qsort(v, n, sizeof *v, cmp_desc);
+    return v;
+}
+
+int gr_select_topk_ref(const float *x, size_t n, size_t k, gr_topk *out)
+{
+    if (k > n) return gr_seterr(GR_EINVAL, "select: k = %zu exceeds the %zu elements", k, n);
+    out->k = k;
+    if (k == 0 || k == n) {
+        out->key = k ? 0 : UINT32_MAX;
+        out->tie_end = k ? n : 0;
+        return 0;
+    }
+    kidx *v = sorted_keys(x, n, GR_SEL_ABS);
+    if (!v) return GR_ENOMEM;
+    out->key = v[k - 1].key;
+    /* All tied elements selected -> tie_end = n (canonical form). */
+    out->tie_end = v[k].key == out->key ? v[k - 1].i + 1 : n;
+    free(v);
+    return 0;
+}
+
+int gr_select_kth_ref(const float *x, size_t n, size_t j, int mode, float *out)
+{
+    if (j >= n) return gr_seterr(GR_EINVAL, "select: rank %zu out of range (%zu elements)", j, n);
+    kidx *v = sorted_keys(x, n, mode);
+    if (!v) return GR_ENOMEM;
+    *out = gr_sel_key_to_float(v[n - 1 - j].key, mode);
+    free(v);
+    return 0;
+}
