@@ -35,6 +35,8 @@ struct gr_nbody {
     gr_nb_integrator kind;
     uint64_t steps, fevals;
     volatile int *cancel;
+    gr_nbody_observer observer;
+    void *observer_ud;
     double *block; /* all the arrays above */
 };
 
@@ -193,6 +195,9 @@ gr_nbody *gr_nbody_copy(const gr_nbody *src)
     ptrdiff_t shift = block - src->block;
     *nb = *src;
     nb->block = block;
+    nb->cancel = NULL;
+    nb->observer = NULL;
+    nb->observer_ud = NULL;
     memcpy(block, src->block, 31 * src->n * sizeof *block);
     double **arrs[] = {&nb->m,  &nb->x,  &nb->v,  &nb->a,  &nb->j, &nb->xp,
                        &nb->vp, &nb->a1, &nb->j1, &nb->s2, &nb->s3};
@@ -220,6 +225,12 @@ int gr_nbody_set_integrator(gr_nbody *nb, gr_nb_integrator kind)
 void gr_nbody_set_cancel(gr_nbody *nb, volatile int *flag)
 {
     nb->cancel = flag;
+}
+
+void gr_nbody_set_observer(gr_nbody *nb, gr_nbody_observer fn, void *ud)
+{
+    nb->observer = fn;
+    nb->observer_ud = ud;
 }
 
 /* mu criterion: mu * min over pairs of min(r/v, sqrt(r^3/(m_i+m_j))). */
@@ -355,6 +366,7 @@ int gr_nbody_evolve(gr_nbody *nb, double t_end, double mu)
         swap(&nb->j, &nb->j1);
         nb->t = last ? t_end : nb->t + dt;
         nb->steps++;
+        if (nb->observer) nb->observer(nb->observer_ud, nb);
     }
     return 0;
 }

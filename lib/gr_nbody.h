@@ -42,7 +42,8 @@ gr_nbody *gr_nbody_pythagorean(void);
  * x [-10, 0] x y [5, 20] au; v0 = (0, 10) km/s, v1 = (-10, 0) km/s, v2 = 0;
  * moved to the centre-of-mass frame. Deterministic per seed (gr_rng). */
 gr_nbody *gr_nbody_random3(uint64_t seed);
-/* An independent copy (state, time, counters and integrator). */
+/* An independent copy (state, time, counters and integrator; not the cancel
+ * flag or the observer). */
 gr_nbody *gr_nbody_copy(const gr_nbody *nb);
 void gr_nbody_destroy(gr_nbody **nb);
 
@@ -52,6 +53,11 @@ int gr_nbody_set_integrator(gr_nbody *nb, gr_nb_integrator kind);
  * gr_nbody_evolve returns GR_ECANCEL (the state is consistent, at some time
  * before t_end). NULL disables. */
 void gr_nbody_set_cancel(gr_nbody *nb, volatile int *flag);
+
+/* A function called after every accepted step (e.g. to record orbits at the
+ * integrator's own resolution without changing the steps); NULL disables. */
+typedef void (*gr_nbody_observer)(void *ud, const gr_nbody *nb);
+void gr_nbody_set_observer(gr_nbody *nb, gr_nbody_observer fn, void *ud);
 
 /* Integrates from the current time to exactly t_end (the last step is
  * shortened to land on it) with time-step parameter mu. Returns 0;

@@ -3,10 +3,18 @@
  * momentum errors falling as mu^4 (4th-order scheme), the known outcome of
  * the Pythagorean problem (the mass-3 body escapes, masses 4 and 5 form a
  * binary), steps landing exactly on t_end, determinism, the paper's random
- * initial conditions, and bad input. */
+ * initial conditions, and bad input; then the nbody and nbody-train ops run
+ * in-process: outputs, metrics, a trained policy driving nbody, and policy
+ * artifacts of the wrong shape. */
 #include "gr_err.h"
+#include "gr_fs.h"
+#include "gr_json.h"
 #include "gr_nbody.h"
+#include "gr_op.h"
 #include "gr_test.h"
+#include "nbody/gr_nbrl.h"
+
+#include <dirent.h>
 
 /* Least-squares slope of log10(y) against log10(x). */
 static double loglog_slope(const double *x, const double *y, int n)
@@ -296,6 +304,319 @@ static void test_bad_input(void)
     gr_nbody_destroy(&nb);
 }
 
+/* ---- the ops, run in-process ---- */
+
+/* Runs op with params (JSON text) writing into outdir; returns its code and
+ * leaves the metrics text in *metrics (caller frees). */
+static int run_op(const char *name, const char *params, const char *outdir, char **metrics)
+{
+    const gr_op *op = gr_op_find(name);
+    CHECK(op != NULL);
+    *metrics = NULL;
+    gr_json *p = gr_json_parse(params, strlen(params), "params");
+    CHECK_MSG(p != NULL, "%s", gr_errmsg());
+    if (!op || !p) return GR_EINVAL;
+    int rc = gr_op_check_params(op, p);
+    if (!rc) {
+        volatile int cancel = 0;
+        gr_op_ctx ctx = {.op = op,
+                         .params = p,
+                         .outdir = outdir,
+                         .workdir = outdir,
+                         .threads = 1,
+                         .cancel = &cancel};
+        rc = op->run(&ctx);
+        *metrics = gr_buf_take(&ctx.metrics);
+        gr_buf_free(&ctx.metrics);
+    }
+    gr_json_free(p);
+    return rc;
+}
+
+static char *scratch(const char *tag)
+{
+    char *d = NULL;
+    const char *root = getenv("TMPDIR");
+    CHECK(gr_fs_mkdtemp(root && *root ? root : "/tmp", tag, &d) == 0);
+    return d;
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+static char *slurp(const char *dir, const char *name, size_t *len)
+{
+    char *path = gr_fs_join(dir, name), *data = NULL;
+    size_t n = 0;
+    if (gr_fs_read_file(path, 1u << 26, &data, &n)) data = NULL;
+    free(path);
+    if (len) *len = n;
+    return data;
+}
+
+static void put(const char *dir, const char *name, const char *data, size_t len)
+{
+    char *path = gr_fs_join(dir, name);
+    CHECK(gr_fs_write_atomic(path, data, len, 0644) == 0);
+    free(path);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
+static void test_op_fixed(void)
+{
+    char *out = scratch("nbody-op-"), *m = NULL;
+    int rc =
+        run_op("nbody", "{\"ic\":\"pythagorean\",\"mu\":0.01,\"t_end\":5,\"chunk\":1}", out, &m);
+    CHECK_MSG(rc == 0, "%s", gr_errmsg());
+    gr_json *j = m ? gr_json_parse(m, strlen(m), "metrics") : NULL;
+    CHECK(j != NULL);
+    CHECK_NEAR(gr_json_get_num(j, "e0", 0), -769.0 / 60, 1e-13);
+    CHECK(gr_json_get_num(j, "t", 0) == 5);
+    CHECK_EQ_INT(gr_json_get_int(j, "chunks", 0), 5);
+    double err = gr_json_get_num(j, "energy_error_final", -1);
+    CHECK(err >= 0 && err < 1e-6 && gr_json_get_num(j, "energy_error_max", -1) >= err);
+    CHECK(gr_json_get_int(j, "steps", 0) > 100);
+    CHECK(gr_json_get_int(j, "steps", 0) == gr_json_get_int(j, "force_evals", -1));
+    CHECK(!strcmp(gr_json_get_str(j, "status", ""), "ok"));
+    const gr_json *fs = gr_json_get(j, "final_state");
+    CHECK(fs && gr_json_get(fs, "positions") && gr_json_get(fs, "positions")->len == 3);
+    /* the op integrates exactly as the library does, chunk by chunk */
+    gr_nbody *nb = gr_nbody_pythagorean();
+    for (int c = 1; c <= 5; c++) gr_nbody_evolve(nb, c, 0.01);
+    CHECK(gr_json_get_int(j, "steps", 0) == (int64_t)gr_nbody_steps(nb));
+    const gr_json *pos = gr_json_get(fs, "positions");
+    CHECK(pos && pos->items[2]->items[1]->num == gr_nbody_positions(nb)[7]);
+    gr_nbody_destroy(&nb);
+    char *csv = slurp(out, "nbody.csv", NULL), *svg = slurp(out, "nbody.svg", NULL);
+    CHECK(csv && count_lines(csv) == 6); /* header + 5 chunks */
+    CHECK_CONTAINS(csv, "chunk,t,energy_error,abs_energy_error,mu,action,steps,x0,y0,z0");
+    CHECK_CONTAINS(csv, "\n5,5,");
+    CHECK(svg && !strncmp(svg, "<?xml", 5));
+    CHECK_CONTAINS(svg, "</svg>");
+    CHECK_CONTAINS(svg, "pythagorean, hermite, mu = 0.01");
+    free(csv);
+    free(svg);
+    free(m);
+    gr_json_free(j);
+    gr_fs_rmrf(out);
+    free(out);
+}
+
+/* Runs nbody with bad params: GR_EINVAL, the message names the parameter,
+ * and nothing is written. */
+static void expect_bad(const char *params, const char *want)
+{
+    char *out = scratch("nbody-bad-"), *m = NULL;
+    int rc = run_op("nbody", params, out, &m);
+    CHECK_MSG(rc == GR_EINVAL, "%s: rc %d", params, rc);
+    CHECK_CONTAINS(gr_errmsg(), want);
+    CHECK_EQ_INT(count_entries(out), 0);
+    free(m);
+    gr_fs_rmrf(out);
+    free(out);
+}
+
+static void test_op_bad_input(void)
+{
+    expect_bad("{\"ic\":\"explicit\",\"masses\":[1,0],\"positions\":[[0,0],[1,0]],"
+               "\"velocities\":[[0,0],[0,1]]}",
+               "masses[1] = 0");
+    expect_bad("{\"masses\":[1,-3],\"positions\":[[0,0],[1,0]],\"velocities\":[[0,0],[0,1]]}",
+               "masses[1] = -3");
+    expect_bad("{\"masses\":[1,2],\"positions\":[[1,2],[1,2,0]],\"velocities\":[[0,0],[0,1]]}",
+               "bodies 0 and 1 coincide");
+    expect_bad("{\"masses\":[1,2],\"positions\":[[1,2]],\"velocities\":[[0,0],[0,1]]}",
+               "'positions' must be a list of 2");
+    expect_bad("{\"masses\":[1,2],\"positions\":[[1,2],[3,4]],\"velocities\":[[0,0],[0,\"a\"]]}",
+               "'velocities[1][1]' must be a number");
+    expect_bad("{\"mu\":0}", "'mu' = 0");
+    expect_bad("{\"mu\":-0.01}", "'mu' = -0.01");
+    expect_bad("{\"policy\":\"rl\"}", "needs parameter 'model'");
+    expect_bad("{\"policy\":\"fixed\",\"model\":\"/tmp\"}", "'model' is only used with policy rl");
+    expect_bad("{\"policy\":\"greedy\"}", "'policy' = 'greedy'");
+    expect_bad("{\"integrator\":\"leapfrog\"}", "'integrator' = 'leapfrog'");
+    expect_bad("{\"ic\":\"random3\",\"seed\":-1}", "'seed' = -1");
+    expect_bad("{\"ic\":\"plummer\"}", "'ic' = 'plummer'");
+    expect_bad("{\"chunks\":0}", "'chunks' = 0");
+    expect_bad("{\"chunk\":0}", "'chunk' = 0");
+    expect_bad("{\"t_end\":5,\"chunks\":3}", "not both");
+    expect_bad("{\"mu_fixed\":0.1}", "unknown parameter 'mu_fixed'");
+    expect_bad("{\"mu\":\"small\"}", "'mu' must be a number");
+}
+
+static const char *tiny_train =
+    "{\"episodes\":3,\"chunks\":4,\"hidden\":16,\"repeat\":2,\"batch\":8,\"replay\":64,"
+    "\"seed\":5}";
+
+static void test_op_train_and_rl(void)
+{
+    char *a = scratch("nbody-train-a-"), *b = scratch("nbody-train-b-"), *m = NULL;
+    int rc = run_op("nbody-train", tiny_train, a, &m);
+    CHECK_MSG(rc == 0, "%s", gr_errmsg());
+    gr_json *j = m ? gr_json_parse(m, strlen(m), "metrics") : NULL;
+    CHECK(j && gr_json_get_int(j, "episodes", 0) == 3 &&
+          gr_json_get_num(j, "episodes_per_s", 0) > 0);
+    CHECK(j && gr_json_get_int(j, "env_steps", 0) >= 3);
+    gr_json_free(j);
+    free(m);
+    CHECK_EQ_INT(count_entries(a), 4); /* config.json model.safetensors training.csv/svg */
+    char *csv = slurp(a, "training.csv", NULL);
+    CHECK(csv && count_lines(csv) == 4);
+    free(csv);
+    /* the same seed gives the same weights, byte for byte */
+    CHECK(run_op("nbody-train", tiny_train, b, &m) == 0);
+    free(m);
+    size_t la, lb;
+    char *wa = slurp(a, "model.safetensors", &la), *wb = slurp(b, "model.safetensors", &lb);
+    CHECK(wa && wb && la == lb && !memcmp(wa, wb, la));
+    free(wa);
+    free(wb);
+
+    /* the trained policy drives nbody */
+    char params[512];
+    snprintf(params, sizeof params,
+             "{\"ic\":\"random3\",\"seed\":2,\"policy\":\"rl\",\"model\":\"%s\",\"chunks\":6}", a);
+    char *out = scratch("nbody-rl-");
+    CHECK_MSG(run_op("nbody", params, out, &m) == 0, "%s", gr_errmsg());
+    j = m ? gr_json_parse(m, strlen(m), "metrics") : NULL;
+    const gr_json *acts = gr_json_get(j, "actions");
+    CHECK(acts && acts->type == GR_JSON_OBJ && acts->len == 10);
+    int64_t total = 0;
+    for (size_t i = 0; acts && i < acts->len; i++) total += acts->items[i]->i;
+    CHECK_EQ_INT(total, 6);
+    double g = gr_json_get_num(j, "mu_geomean", 0);
+    CHECK(g >= 1e-4 * 0.999 && g <= 0.1 * 1.001);
+    CHECK(!strcmp(gr_json_get_str(j, "policy", ""), "rl"));
+    int64_t steps = gr_json_get_int(j, "steps", -1);
+    gr_json_free(j);
+    free(m);
+    /* and deterministically so */
+    gr_fs_rmrf(out);
+    gr_fs_mkdirs(out, 0755, 0);
+    CHECK(run_op("nbody", params, out, &m) == 0);
+    j = m ? gr_json_parse(m, strlen(m), "metrics") : NULL;
+    CHECK(gr_json_get_int(j, "steps", -2) == steps);
+    gr_json_free(j);
+    free(m);
+    /* the policy also drives the Aarseth variant */
+    snprintf(params, sizeof params,
+             "{\"ic\":\"random3\",\"seed\":2,\"policy\":\"rl\",\"model\":\"%s\",\"chunks\":3,"
+             "\"integrator\":\"aarseth\"}",
+             a);
+    gr_fs_rmrf(out);
+    gr_fs_mkdirs(out, 0755, 0);
+    CHECK_MSG(run_op("nbody", params, out, &m) == 0, "%s", gr_errmsg());
+    free(m);
+
+    /* bad training parameters */
+    gr_fs_rmrf(out);
+    gr_fs_mkdirs(out, 0755, 0);
+    CHECK(run_op("nbody-train", "{\"episodes\":0}", out, &m) == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "'episodes' = 0");
+    free(m);
+    CHECK(run_op("nbody-train", "{\"gamma\":2}", out, &m) == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "gamma");
+    free(m);
+    CHECK(run_op("nbody-train", "{\"batch\":100,\"replay\":50}", out, &m) == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "batch 100 larger than the replay buffer");
+    free(m);
+    CHECK_EQ_INT(count_entries(out), 0);
+
+    gr_fs_rmrf(a);
+    gr_fs_rmrf(b);
+    gr_fs_rmrf(out);
+    free(a);
+    free(b);
+    free(out);
+}
+
+/* Copies the artifact in src to a fresh directory with config.json text
+ * edited (from -> to) and returns the load error message's match. */
+static void expect_bad_policy(const char *src, const char *from, const char *to, const char *want)
+{
+    char *dir = scratch("nbody-policy-");
+    size_t n;
+    char *cfg = slurp(src, "config.json", &n), *w = slurp(src, "model.safetensors", &n);
+    CHECK(cfg && w);
+    char *hit = cfg ? strstr(cfg, from) : NULL;
+    CHECK_MSG(hit != NULL, "'%s' not in config.json", from);
+    if (hit) {
+        gr_buf b = {0};
+        gr_buf_append(&b, cfg, (size_t)(hit - cfg));
+        gr_buf_puts(&b, to);
+        gr_buf_puts(&b, hit + strlen(from));
+        put(dir, "config.json", b.data, b.len);
+        gr_buf_free(&b);
+    }
+    put(dir, "model.safetensors", w, n);
+    gr_nbrl_policy *p = gr_nbrl_policy_load(dir);
+    CHECK(p == NULL);
+    CHECK(gr_errcode() == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), want);
+    /* and the nbody op fails with that message, naming its parameter */
+    char params[512], *m = NULL, *out = scratch("nbody-rl-bad-");
+    snprintf(params, sizeof params, "{\"ic\":\"random3\",\"policy\":\"rl\",\"model\":\"%s\"}", dir);
+    CHECK(run_op("nbody", params, out, &m) == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "nbody: parameter 'model'");
+    CHECK_CONTAINS(gr_errmsg(), want);
+    CHECK_EQ_INT(count_entries(out), 0);
+    free(m);
+    free(cfg);
+    free(w);
+    gr_fs_rmrf(dir);
+    gr_fs_rmrf(out);
+    free(dir);
+    free(out);
+}
+
+static void test_policy_wrong_shape(void)
+{
+    char *a = scratch("nbody-train-"), *m = NULL;
+    CHECK(run_op("nbody-train", tiny_train, a, &m) == 0);
+    free(m);
+    gr_nbrl_policy *p = gr_nbrl_policy_load(a);
+    CHECK_MSG(p != NULL, "%s", gr_errmsg());
+    gr_nbrl_policy_destroy(&p);
+    expect_bad_policy(a, "\"hidden\": 16", "\"hidden\": 17",
+                      "tensor 'in.weight' has shape [16, 13] but the config's architecture needs "
+                      "[17, 13]");
+    expect_bad_policy(a, "\"repeat\": 2", "\"repeat\": 0",
+                      "metadata 'architecture' = 'inputs=13,hidden=16,repeat=2,outputs=10' but "
+                      "config.json describes 'inputs=13,hidden=16,repeat=0,outputs=10'");
+    expect_bad_policy(a, "\"inputs\": 13", "\"inputs\": 12",
+                      "'architecture.inputs' = 12 but the nbody state has 13 features");
+    expect_bad_policy(a, "\"outputs\": 10", "\"outputs\": 9",
+                      "10 'actions' but 'architecture.outputs' = 9");
+    expect_bad_policy(a, "\"actions\": [", "\"actions\": [0,", "11 'actions'");
+    expect_bad_policy(a, "\"format\": \"graft.nbody-policy\"", "\"format\": \"other\"",
+                      "'format' must be \"graft.nbody-policy\"");
+    expect_bad_policy(a, "\"vy2\"", "\"vz2\"", "'state.features[11]' must be \"vy2\"");
+    expect_bad_policy(a, "\"chunk\": ", "\"chunk\": -", "'chunk' must be a number > 0");
+    /* a directory without an artifact */
+    char *empty = scratch("nbody-empty-");
+    CHECK(gr_nbrl_policy_load(empty) == NULL);
+    CHECK(gr_errcode() == GR_ENOTFOUND);
+    CHECK_CONTAINS(gr_errmsg(), "config.json");
+    gr_fs_rmrf(empty);
+    free(empty);
+    gr_fs_rmrf(a);
+    free(a);
+}
+
 int main(void)
 {
     RUN(test_pythagorean_e0);
@@ -305,5 +626,9 @@ int main(void)
     RUN(test_exact_end_and_determinism);
     RUN(test_random3);
     RUN(test_bad_input);
+    RUN(test_op_fixed);
+    RUN(test_op_bad_input);
+    RUN(test_op_train_and_rl);
+    RUN(test_policy_wrong_shape);
     TEST_MAIN_END();
 }
