@@ -146,16 +146,39 @@ struct pctx {
     size_t nodes; /* YAML nodes converted */
 };
 
+/* Sets code with the message on one line: control characters quoted from
+ * the file or the command line are written as \n, \t, \xNN. */
+static int seterr_line(int code, const char *msg)
+{
+    char out[2048];
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)msg; *c && o + 5 < sizeof out; c++) {
+        if (*c >= 0x20 && *c != 0x7f)
+            out[o++] = (char)*c;
+        else if (*c == '\n')
+            out[o++] = '\\', out[o++] = 'n';
+        else if (*c == '\t')
+            out[o++] = '\\', out[o++] = 't';
+        else
+            o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02x", *c);
+    }
+    out[o] = 0;
+    return gr_seterr(code, "%s", out);
+}
+
 static int perr(const pctx *P, int line, const char *stage, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[1024], full[1600];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const char *f = P->file ? P->file : "pipeline";
-    if (stage) return gr_seterr(GR_EINVAL, "%s:%d: stage '%s': %s", f, line, stage, msg);
-    return gr_seterr(GR_EINVAL, "%s:%d: %s", f, line, msg);
+    if (stage)
+        snprintf(full, sizeof full, "%s:%d: stage '%s': %s", f, line, stage, msg);
+    else
+        snprintf(full, sizeof full, "%s:%d: %s", f, line, msg);
+    return seterr_line(GR_EINVAL, full);
 }
 
 /* Keeps a message from a lower layer but adds file, line and stage. */
@@ -427,21 +450,74 @@ static int put_value(gr_buf *b, const gr_json *v)
 
 /* ------------------------------------------------------------ overrides */
 
+/* Whether s[0..n) is well-formed UTF-8 (no overlongs, no surrogates). */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 2, cp = c & 0x1F;
+        else if (c >= 0xE0 && c <= 0xEF)
+            k = 3, cp = c & 0x0F;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 4, cp = c & 0x07;
+        else
+            return 0;
+        if (n - i < k) return 0;
+        for (size_t j = 1; j < k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if ((k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* Whether every number in j is finite (JSON parsers may read 1e999 as inf). */
+static int all_finite(const gr_json *j, int depth)
+{
+    if (depth > PL_MAX_DEPTH) return 0;
+    if (j->type == GR_JSON_NUM) return isfinite(j->num);
+    for (size_t i = 0; (j->type == GR_JSON_ARR || j->type == GR_JSON_OBJ) && i < j->len; i++)
+        if (!all_finite(j->items[i], depth + 1)) return 0;
+    return 1;
+}
+
 static int apply_set(pctx *P, gr_json *root, const char *set)
 {
     const char *eq = strchr(set, '=');
     if (!eq || eq == set)
         return gr_seterr(GR_EINVAL, "--set %s: expected KEY=VALUE (e.g. stage.param=0.5)", set);
+    if (!utf8_ok((const unsigned char *)set, strlen(set)))
+        return gr_seterr(GR_EINVAL, "--set: '%s' is not valid UTF-8", set);
+    for (const char *c = set; c < eq; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-' || *c == '.'))
+            return gr_seterr(
+                GR_EINVAL, "--set %s: a key is made of names (A-Z a-z 0-9 _ -) joined by '.'", set);
     size_t klen = (size_t)(eq - set);
     char *key = strndup(set, klen);
     if (!key) return gr_seterr(GR_ENOMEM, "out of memory");
     const char *vs = eq + 1;
     gr_json *val = gr_json_parse(vs, strlen(vs), NULL);
+    int rc = GR_ENOMEM;
+    if (val && !all_finite(val, 0)) {
+        rc = gr_seterr(GR_EINVAL, "--set %s: number out of range", set);
+        goto out;
+    }
     if (!val) {
         gr_clearerr();
         val = gr_jsonb_str(vs);
     }
-    int rc = GR_ENOMEM;
     if (!val) goto out;
     char *dot = strchr(key, '.');
     if (!dot) {
@@ -1554,7 +1630,10 @@ gr_pipeline *gr_pipeline_parse(const char *text, size_t len, const char *filenam
     if (!(root = yaml_to_json(&P, text, len))) goto fail;
     if ((rc = top_level(&P, root))) goto fail;
     for (size_t i = 0; i < nsets; i++)
-        if ((rc = apply_set(&P, root, sets[i]))) goto fail;
+        if ((rc = apply_set(&P, root, sets[i]))) {
+            if (rc != GR_ENOMEM) seterr_line(rc, gr_errmsg());
+            goto fail;
+        }
     /* after --set: name and priority */
     const gr_json *nm = gr_json_get(root, "name");
     if (nm && (nm->type != GR_JSON_STR || !nm->len || nm->len > 200)) {
