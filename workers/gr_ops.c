@@ -5,10 +5,12 @@
 #include <stddef.h>
 
 extern const gr_op gr_op_noop, gr_op_sleep, gr_op_fail, gr_op_echo; /* test ops (testops/) */
+extern const gr_op gr_op_fetch; /* fetch/ */
 extern const gr_op gr_op_nbody, gr_op_nbody_train; /* nbody/ */
 
 const gr_op *const gr_ops[] = {
     &gr_op_noop, &gr_op_sleep, &gr_op_fail, &gr_op_echo, /* test ops */
+    &gr_op_fetch, /* fetch/ */
     &gr_op_nbody, &gr_op_nbody_train, /* nbody/ */
     NULL,
 };
