@@ -19,5 +19,13 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cmd_put(int argc, char **argv);   /* cmd_store.c */
 int cmd_get(int argc, char **argv);   /* cmd_store.c */
 int cmd_store(int argc, char **argv); /* cmd_store.c */
+int cmd_submit(int argc, char **argv);  /* cmd_jobs.c */
+int cmd_status(int argc, char **argv);  /* cmd_jobs.c */
+int cmd_watch(int argc, char **argv);   /* cmd_jobs.c */
+int cmd_cancel(int argc, char **argv);  /* cmd_jobs.c */
+int cmd_workers(int argc, char **argv); /* cmd_jobs.c */
+int cmd_up(int argc, char **argv);      /* cmd_up.c */
+int cmd_run(int argc, char **argv);     /* cmd_up.c */
+int cmd_exec(int argc, char **argv);    /* cmd_exec.c */
 
 #endif

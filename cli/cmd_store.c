@@ -2,6 +2,7 @@
  * and out of the content-addressed store and checking it. */
 #include "cli.h"
 #include "gr_cas.h"
+#include "gr_client.h"
 #include "gr_err.h"
 
 #include <stdio.h>
@@ -103,10 +104,8 @@ static int resolve_ref(gr_cas *c, const char *ref, char id[GR_ID_SZ])
         memcpy(id, ref, GR_ID_SZ);
         return 0;
     }
-    return gr_seterr(GR_EINVAL,
-                     "'%s': not an artifact id (sha256:<64 hex>); JOB/STAGE references are not "
-                     "resolved by this build",
-                     ref);
+    if (strchr(ref, '/')) return gr_client_resolve(NULL, ref, id); /* JOB/STAGE via the broker */
+    return gr_seterr(GR_EINVAL, "'%s': not an artifact id (sha256:<64 hex>) nor JOB/STAGE", ref);
 }
 
 int cmd_get(int argc, char **argv)
