@@ -45,7 +45,7 @@ echo extra >"$W/out/extra"
 diff -r "$W/src" "$W/out" || fail "--force contents"
 
 # bad ids and missing artifacts: one line, exit 2
-for bad in sha256:abc "sha256:$(printf 'A%.0s' {1..64})" ../etc/passwd; do
+for bad in sha256:abc "sha256:$(printf 'A%.0s' {1..64})" not-an-id; do
   set +e
   "$G" get "$bad" -o "$W/x" 2>"$W/err"; rc=$?
   set -e
