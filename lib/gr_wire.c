@@ -53,11 +53,11 @@ static const field f_req[] = {{"req", F_INT, 0}, {NULL, 0, 0}};
 static const field f_reply[] = {{"req", F_INT, 0}, {"result", F_ANY, 1}, {NULL, 0, 0}};
 static const field f_error[] = {
     {"req", F_INT, 0}, {"error", F_STR, 1}, {"code", F_STR, 1}, {NULL, 0, 0}};
-static const field f_event[] = {
-    {"job", F_ID, 1},    {"seq", F_STR, 1},     {"type", F_STR, 1},     {"ts", F_UINT, 1},
-    {"stage", F_ID, 0},  {"state", F_STR, 0},   {"attempt", F_UINT, 0}, {"done", F_NUM, 0},
-    {"total", F_NUM, 0}, {"message", F_STR, 0}, {"error", F_STR, 0},    {"worker", F_ID, 0},
-    {NULL, 0, 0}};
+static const field f_event[] = {{"job", F_ID, 1},       {"seq", F_STR, 1},   {"type", F_STR, 1},
+                                {"ts", F_UINT, 1},      {"stage", F_ID, 0},  {"state", F_STR, 0},
+                                {"attempt", F_UINT, 0}, {"done", F_NUM, 0},  {"total", F_NUM, 0},
+                                {"message", F_STR, 0},  {"error", F_STR, 0}, {"worker", F_ID, 0},
+                                {"final", F_BOOL, 0},   {NULL, 0, 0}};
 static const field f_ready[] = {{"worker", F_ID, 1},    {"host", F_STR, 1},     {"pid", F_UINT, 1},
                                 {"ops", F_STRS, 1},     {"version", F_STR, 1},  {"task", F_ID, 0},
                                 {"attempt", F_UINT, 0}, {"threads", F_UINT, 0}, {NULL, 0, 0}};
@@ -75,9 +75,9 @@ static const field f_fail[] = {{"task", F_ID, 1},
                                {"retryable", F_BOOL, 1},
                                {NULL, 0, 0}};
 static const field f_task[] = {
-    {"task", F_ID, 1},      {"job", F_ID, 1},     {"stage", F_ID, 1},    {"attempt", F_UINT, 1},
-    {"op", F_ID, 1},        {"params", F_MAP, 1}, {"inputs", F_STRS, 1}, {"deadline", F_UINT, 1},
-    {"timeout", F_UINT, 0}, {NULL, 0, 0}};
+    {"task", F_ID, 1},      {"job", F_ID, 1},        {"stage", F_ID, 1},    {"attempt", F_UINT, 1},
+    {"op", F_ID, 1},        {"params", F_MAP, 1},    {"inputs", F_STRS, 1}, {"deadline", F_UINT, 1},
+    {"timeout", F_UINT, 0}, {"ready_us", F_UINT, 0}, {NULL, 0, 0}};
 static const field f_abort[] = {
     {"task", F_ID, 1}, {"attempt", F_UINT, 1}, {"reason", F_STR, 0}, {NULL, 0, 0}};
 static const field f_disconnect[] = {{"reason", F_STR, 0}, {NULL, 0, 0}};

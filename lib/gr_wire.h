@@ -39,7 +39,7 @@ typedef enum {
     /* broker -> client */
     GR_CMD_REPLY = 0x10, /* {req?, result} */
     GR_CMD_ERROR = 0x11, /* {req?, error, code} */
-    GR_CMD_EVENT = 0x12, /* {job, seq, type, ts, stage?, state?, attempt?, ...} */
+    GR_CMD_EVENT = 0x12, /* {job, seq, type, ts, stage?, state?, attempt?, ..., final?} */
     /* worker -> broker (HEARTBEAT also broker -> worker) */
     GR_CMD_READY = 0x20,     /* {worker, host, pid, ops, version, task?, attempt?, threads?} */
     GR_CMD_HEARTBEAT = 0x21, /* w->b {task?, attempt?, rss?}; b->w {interval_ms?, liveness?} */

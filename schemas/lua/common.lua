@@ -1,0 +1,251 @@
+-- common.lua: helpers prepended to every graft broker script (see
+-- schemas/redis-keys.md). Every script receives the same first ARGV entries:
+--   ARGV[1] key prefix (e.g. "graft:")   ARGV[2] now, Unix ms
+--   ARGV[3] now, Unix microseconds (a string, never used in arithmetic)
+--   ARGV[4] retention of finished jobs, seconds   ARGV[5] events stream MAXLEN
+--   ARGV[6] retry backoff base, ms      ARGV[7] jitter factor in [0.5, 1.5)
+-- and its own arguments from ARGV[8] on. Keys are built from the prefix, so
+-- the scripts need one Redis server (not a cluster).
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local NOW_US = ARGV[3]
+local RETENTION = tonumber(ARGV[4])
+local EVMAX = ARGV[5]
+local BACKOFF_BASE = tonumber(ARGV[6])
+local JITTER = tonumber(ARGV[7])
+local A = 8
+
+local PRIO_SCALE = 1e12 -- one priority step outweighs any age (ms)
+local PRIO_MAX = 1000
+
+-- integral number -> exact decimal string (Lua's default %.14g would round)
+local function n2s(x)
+  return string.format('%.0f', x)
+end
+
+local function jkey(jid) return P .. 'job:' .. jid end
+local function skey(jid, sid) return P .. 'stage:' .. jid .. ':' .. sid end
+local function ekey(jid) return P .. 'events:' .. jid end
+
+local function split_task(m)
+  local jid = string.match(m, '^([^:]+):')
+  return jid, string.sub(m, #jid + 2)
+end
+
+local function split_lease(m)
+  local jid = string.match(m, '^([^:]+):')
+  local att = string.match(m, ':(%d+)$')
+  return jid, string.sub(m, #jid + 2, #m - #att - 1), tonumber(att)
+end
+
+local function metric(name, n)
+  redis.call('HINCRBY', P .. 'metrics', name, n or 1)
+end
+
+-- appends one event (field/value pairs) to the job's capped stream
+local function event(jid, ...)
+  redis.call('XADD', ekey(jid), 'MAXLEN', '~', EVMAX, '*', 'ts', n2s(NOW), ...)
+end
+
+-- moves a stage between states and keeps the job's per-state counts
+local function set_state(jid, sid, old, new)
+  redis.call('HSET', skey(jid, sid), 'state', new)
+  local jk = jkey(jid)
+  if old then redis.call('HINCRBY', jk, 'n_' .. old, -1) end
+  redis.call('HINCRBY', jk, 'n_' .. new, 1)
+  redis.call('HSET', jk, 'updated', n2s(NOW))
+end
+
+local function ready_score(jid, sid)
+  local p = tonumber(redis.call('HGET', skey(jid, sid), 'priority') or '0') +
+            tonumber(redis.call('HGET', jkey(jid), 'priority') or '0')
+  if p > PRIO_MAX then p = PRIO_MAX elseif p < -PRIO_MAX then p = -PRIO_MAX end
+  return NOW - p * PRIO_SCALE
+end
+
+local function enqueue(jid, sid, op)
+  redis.call('ZADD', P .. 'ready:' .. op, n2s(ready_score(jid, sid)), jid .. ':' .. sid)
+  redis.call('HSET', skey(jid, sid), 'ready_us', NOW_US)
+end
+
+-- When every stage has reached a final state: the job's final state, its
+-- retention and its removal from the active set. Returns the final state or
+-- false.
+local function maybe_finish(jid)
+  local jk = jkey(jid)
+  local v = redis.call('HMGET', jk, 'nstages', 'n_done', 'n_cached', 'n_failed', 'n_cancelled',
+                       'n_skipped', 'finished', 'cancel_requested')
+  if not v[1] or v[7] then return false end
+  local fin = 0
+  for i = 2, 6 do fin = fin + tonumber(v[i] or '0') end
+  if fin < tonumber(v[1]) then return false end
+  local final = 'done'
+  if v[8] == '1' then final = 'cancelled'
+  elseif tonumber(v[4] or '0') > 0 or tonumber(v[6] or '0') > 0 then final = 'failed' end
+  redis.call('HSET', jk, 'state', final, 'finished', n2s(NOW), 'updated', n2s(NOW))
+  redis.call('SREM', P .. 'active', jid)
+  redis.call('ZADD', P .. 'finished', n2s(NOW), jid)
+  event(jid, 'type', 'job', 'state', final, 'final', '1')
+  metric('jobs_' .. final)
+  -- retention: every key of the job expires; prune.lua drops it from `jobs`
+  local sk = jk .. ':stages'
+  for _, sid in ipairs(redis.call('LRANGE', sk, 0, -1)) do
+    redis.call('EXPIRE', skey(jid, sid), RETENTION)
+  end
+  redis.call('EXPIRE', sk, RETENTION)
+  redis.call('EXPIRE', ekey(jid), RETENTION)
+  redis.call('EXPIRE', jk, RETENTION)
+  return final
+end
+
+-- What the broker needs to resolve a stage whose dependencies are all
+-- finished: {jid, sid, op, params, no_cache, then per dependency: dep sid,
+-- op, resolved params, metrics, outputs}. False if the stage is not (or no
+-- longer) waiting for resolution.
+local function resolve_info(jid, sid)
+  local v = redis.call('HMGET', skey(jid, sid), 'op', 'params', 'deps', 'state', 'pending')
+  if v[4] ~= 'blocked' or tonumber(v[5]) ~= 0 then return false end
+  local r = {jid, sid, v[1], v[2], redis.call('HGET', jkey(jid), 'no_cache') or '0'}
+  for _, d in ipairs(cjson.decode(v[3])) do
+    local dv = redis.call('HMGET', skey(jid, d), 'op', 'rparams', 'metrics', 'outputs')
+    r[#r + 1] = d
+    r[#r + 1] = dv[1] or ''
+    r[#r + 1] = dv[2] or '{}'
+    r[#r + 1] = dv[3] or 'null'
+    r[#r + 1] = dv[4] or '{}'
+  end
+  return r
+end
+
+-- A stage finished with outputs: its dependants' pending counts drop; those
+-- that reach zero wait in the `resolve` set and are appended to out.
+local function unblock(jid, sid, out)
+  local rd = redis.call('HGET', skey(jid, sid), 'rdeps')
+  if not rd then return end
+  for _, d in ipairs(cjson.decode(rd)) do
+    local dk = skey(jid, d)
+    if redis.call('HGET', dk, 'state') == 'blocked' then
+      if redis.call('HINCRBY', dk, 'pending', -1) == 0 then
+        redis.call('SADD', P .. 'resolve', jid .. ':' .. d)
+        local inf = resolve_info(jid, d)
+        if inf then out[#out + 1] = inf end
+      end
+    end
+  end
+end
+
+-- A stage failed for good: every blocked stage downstream is skipped.
+local function skip_dependants(jid, sid)
+  local stack = {sid}
+  while #stack > 0 do
+    local s = table.remove(stack)
+    local rd = redis.call('HGET', skey(jid, s), 'rdeps')
+    if rd then
+      for _, d in ipairs(cjson.decode(rd)) do
+        if redis.call('HGET', skey(jid, d), 'state') == 'blocked' then
+          set_state(jid, d, 'blocked', 'skipped')
+          redis.call('HSET', skey(jid, d), 'error', "dependency '" .. sid .. "' failed",
+                     'finished', n2s(NOW))
+          redis.call('SREM', P .. 'resolve', jid .. ':' .. d)
+          event(jid, 'type', 'stage', 'stage', d, 'state', 'skipped')
+          metric('skipped')
+          stack[#stack + 1] = d
+        end
+      end
+    end
+  end
+end
+
+local function release_worker(wid, task)
+  if not wid or wid == '' then return end
+  local wk = P .. 'worker:' .. wid
+  if redis.call('HGET', wk, 'task') == task then
+    redis.call('HSET', wk, 'task', '', 'attempt', '0', 'state', 'idle')
+  end
+end
+
+-- Ends a running attempt that failed (the worker said so, its lease lapsed or
+-- it timed out). Retried with exponential backoff and jitter while attempts
+-- remain and a retry can help; otherwise the stage fails (dead letter) and its
+-- dependants are skipped. Returns 'retry', 'failed' or 'cancelled'.
+local function fail_attempt(jid, sid, attempt, err, retryable, delay_ms)
+  local k = skey(jid, sid)
+  local m = jid .. ':' .. sid
+  local lm = m .. ':' .. attempt
+  redis.call('ZREM', P .. 'leases', lm)
+  redis.call('ZREM', P .. 'timeouts', lm)
+  local v = redis.call('HMGET', k, 'retries', 'worker')
+  release_worker(v[2], m)
+  redis.call('HSET', k, 'error', err)
+  if redis.call('HGET', jkey(jid), 'cancel_requested') == '1' then
+    set_state(jid, sid, 'running', 'cancelled')
+    redis.call('HSET', k, 'finished', n2s(NOW))
+    event(jid, 'type', 'stage', 'stage', sid, 'state', 'cancelled', 'attempt', attempt)
+    maybe_finish(jid)
+    return 'cancelled'
+  end
+  if retryable and attempt <= tonumber(v[1] or '0') then
+    if not delay_ms then
+      delay_ms = BACKOFF_BASE * 2 ^ (attempt - 1)
+      if delay_ms > 60000 then delay_ms = 60000 end
+      delay_ms = math.floor(delay_ms * JITTER)
+    end
+    set_state(jid, sid, 'running', 'ready')
+    redis.call('HSET', k, 'retry_at', n2s(NOW + delay_ms))
+    redis.call('ZADD', P .. 'delayed', n2s(NOW + delay_ms), m)
+    event(jid, 'type', 'stage', 'stage', sid, 'state', 'ready', 'attempt', attempt, 'error', err)
+    metric('retried')
+    return 'retry'
+  end
+  set_state(jid, sid, 'running', 'failed')
+  redis.call('HSET', k, 'finished', n2s(NOW))
+  redis.call('ZADD', P .. 'dead', n2s(NOW), m)
+  event(jid, 'type', 'stage', 'stage', sid, 'state', 'failed', 'attempt', attempt, 'error', err)
+  metric('failed')
+  skip_dependants(jid, sid)
+  maybe_finish(jid)
+  return 'failed'
+end
+
+-- Leases the best ready stage among ops to worker wid: {jid, sid, attempt,
+-- op, params, inputs, deadline, timeout, ready_us} or false.
+local function dispatch_one(wid, ops, lease_ms)
+  for _ = 1, 64 do
+    local best, bscore, bop = nil, nil, nil
+    for _, op in ipairs(ops) do
+      local r = redis.call('ZRANGE', P .. 'ready:' .. op, 0, 0, 'WITHSCORES')
+      if r[1] and (not bscore or tonumber(r[2]) < bscore) then
+        best, bscore, bop = r[1], tonumber(r[2]), op
+      end
+    end
+    if not best then return false end
+    redis.call('ZREM', P .. 'ready:' .. bop, best)
+    local jid, sid = split_task(best)
+    local k = skey(jid, sid)
+    local v = redis.call('HMGET', k, 'state', 'rparams', 'inputs', 'timeout_ms', 'ready_us', 'started')
+    if v[1] == 'ready' and redis.call('HGET', jkey(jid), 'cancel_requested') ~= '1' then
+      local attempt = redis.call('HINCRBY', k, 'attempt', 1)
+      local deadline = NOW + lease_ms
+      local timeout = tonumber(v[4] or '0')
+      set_state(jid, sid, 'ready', 'running')
+      redis.call('HSET', k, 'worker', wid, 'deadline', n2s(deadline), 'p_done', '0',
+                 'p_total', '0', 'p_msg', '', 'attempt_started', n2s(NOW))
+      if not v[6] then redis.call('HSET', k, 'started', n2s(NOW)) end
+      redis.call('HDEL', k, 'retry_at')
+      redis.call('ZADD', P .. 'leases', n2s(deadline), best .. ':' .. attempt)
+      if timeout > 0 then
+        redis.call('ZADD', P .. 'timeouts', n2s(NOW + timeout), best .. ':' .. attempt)
+      end
+      local jk = jkey(jid)
+      if redis.call('HGET', jk, 'state') == 'queued' then
+        redis.call('HSET', jk, 'state', 'running')
+        event(jid, 'type', 'job', 'state', 'running')
+      end
+      redis.call('HSET', P .. 'worker:' .. wid, 'task', best, 'attempt', attempt, 'state', 'busy')
+      event(jid, 'type', 'stage', 'stage', sid, 'state', 'running', 'attempt', attempt, 'worker', wid)
+      metric('dispatched')
+      return {jid, sid, attempt, bop, v[2], v[3], n2s(deadline), n2s(timeout), v[5] or ''}
+    end
+  end
+  return false
+end

@@ -1,0 +1,23 @@
+-- list.lua (read-only): the newest jobs. ARGV[A..]: limit, state filter
+-- ('' for any). Returns {jid, name, state, created, updated, nstages,
+-- n_blocked, n_ready, n_running, n_done, n_cached, n_failed, n_cancelled,
+-- n_skipped} per job, newest first.
+local limit, want = tonumber(ARGV[A]), ARGV[A + 1]
+local r = {}
+local start = 0
+while #r < limit do
+  local ids = redis.call('ZREVRANGE', P .. 'jobs', start, start + 199)
+  if #ids == 0 then break end
+  start = start + 200
+  for _, jid in ipairs(ids) do
+    local v = redis.call('HMGET', jkey(jid), 'name', 'state', 'created', 'updated', 'nstages',
+                         'n_blocked', 'n_ready', 'n_running', 'n_done', 'n_cached', 'n_failed',
+                         'n_cancelled', 'n_skipped')
+    if v[2] and (want == '' or v[2] == want) and #r < limit then
+      local row = {jid}
+      for i = 1, 13 do row[#row + 1] = v[i] or '0' end
+      r[#r + 1] = row
+    end
+  end
+end
+return r
