@@ -53,22 +53,27 @@ static void tensor_layout(gr_qnet *q)
     q->np = q->off[GR_QNET_NTENSORS];
 }
 
-gr_qnet_tensor gr_qnet_tensor_info(const gr_qnet *q, int i)
+gr_qnet_tensor gr_qnet_shape_tensor(const gr_qnet_shape *s, int i)
 {
     static const char *names[GR_QNET_NTENSORS] = {"in.weight",   "in.bias",    "hidden.weight",
                                                   "hidden.bias", "out.weight", "out.bias"};
     gr_qnet_tensor t = {0};
     if (i < 0 || i >= GR_QNET_NTENSORS) return t;
-    int64_t NI = q->s.inputs, H = q->s.hidden, O = q->s.outputs;
+    int64_t NI = s->inputs, H = s->hidden, O = s->outputs;
     int64_t rows[GR_QNET_NTENSORS] = {H, H, H, H, O, O};
     int64_t cols[GR_QNET_NTENSORS] = {NI, 0, H, 0, H, 0};
     t.name = names[i];
     t.ndim = cols[i] ? 2 : 1;
     t.shape[0] = rows[i];
     t.shape[1] = cols[i];
-    t.offset = q->off[i];
-    t.count = q->off[i + 1] - q->off[i];
+    t.count = (size_t)(rows[i] * (cols[i] ? cols[i] : 1));
+    for (int k = 0; k < i; k++) t.offset += (size_t)(rows[k] * (cols[k] ? cols[k] : 1));
     return t;
+}
+
+gr_qnet_tensor gr_qnet_tensor_info(const gr_qnet *q, int i)
+{
+    return gr_qnet_shape_tensor(&q->s, i);
 }
 
 gr_qnet *gr_qnet_new(const gr_qnet_shape *s, uint64_t seed)

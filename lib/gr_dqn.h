@@ -49,6 +49,8 @@ typedef struct gr_qnet_tensor {
     size_t offset, count;
 } gr_qnet_tensor;
 gr_qnet_tensor gr_qnet_tensor_info(const gr_qnet *q, int i);
+/* The same for a shape alone (to check a file before allocating a network). */
+gr_qnet_tensor gr_qnet_shape_tensor(const gr_qnet_shape *s, int i);
 /* dst = src (same shape, else GR_EINVAL); dst = tau*src + (1-tau)*dst. */
 int gr_qnet_copy(gr_qnet *dst, const gr_qnet *src);
 int gr_qnet_soft_update(gr_qnet *dst, const gr_qnet *src, float tau);

@@ -82,7 +82,8 @@ double gr_nbrl_reward_of(const gr_nbrl_reward *w, double de, double mu, int i)
 /* ---- policy artifact ---- */
 
 struct gr_nbrl_policy {
-    gr_qnet *net;
+    gr_qnet_shape shape; /* from config.json */
+    gr_qnet *net;        /* created once the weights match the shape */
     double actions[GR_NBRL_MAX_ACTIONS];
     int n_actions;
     float scale[GR_NBRL_NSTATE];
@@ -155,10 +156,17 @@ int gr_nbrl_policy_save(const gr_qnet *net, const gr_nbrl_policy_info *info, con
     gr_buf_puts(&b, ",\n  \"state\": {\"features\": [");
     for (int i = 0; i < GR_NBRL_NSTATE; i++)
         gr_buf_printf(&b, "%s\"%s\"", i ? ", " : "", feature_names[i]);
-    gr_buf_puts(&b, "], \"scale\": ");
-    double sc[GR_NBRL_NSTATE];
-    for (int i = 0; i < GR_NBRL_NSTATE; i++) sc[i] = info->scale[i];
-    json_nums(&b, sc, GR_NBRL_NSTATE);
+    gr_buf_puts(&b, "], \"scale\": [");
+    for (int i = 0; i < GR_NBRL_NSTATE; i++) {
+        /* the shortest decimal that reads back as the same float */
+        char t[32];
+        for (int prec = 6; prec <= 9; prec++) {
+            snprintf(t, sizeof t, "%.*g", prec, (double)info->scale[i]);
+            if (strtof(t, NULL) == info->scale[i]) break;
+        }
+        gr_buf_printf(&b, "%s%s", i ? "," : "", t);
+    }
+    gr_buf_putc(&b, ']');
     gr_buf_puts(&b, "},\n  \"chunk\": ");
     gr_buf_json_num(&b, info->chunk);
     gr_buf_puts(&b, ",\n  \"reward\": {\"w1\": ");
@@ -202,7 +210,7 @@ static int cfg_int(const char *file, const gr_json *o, const char *path, const c
     return 0;
 }
 
-/* Checks config.json (parsed) and fills p (net created with the shape). */
+/* Checks config.json (parsed) and fills p (all but the network). */
 static int check_config(const char *file, const gr_json *cfg, gr_nbrl_policy *p)
 {
     if (!cfg || cfg->type != GR_JSON_OBJ)
@@ -276,7 +284,7 @@ static int check_config(const char *file, const gr_json *cfg, gr_nbrl_policy *p)
     if (!ch || ch->type != GR_JSON_NUM || !isfinite(ch->num) || !(ch->num > 0))
         return gr_seterr(GR_EINVAL, "policy: %s: 'chunk' must be a number > 0", file);
     p->chunk = ch->num;
-    if (!(p->net = gr_qnet_new(&s, 0))) return gr_errcode();
+    p->shape = s;
     return 0;
 }
 
@@ -290,20 +298,19 @@ static void shape_text(char *buf, size_t n, int ndim, const int64_t *shape)
         snprintf(buf, n, "(%d dims)", ndim);
 }
 
-/* Checks every tensor against the network's shape and loads the weights. */
+/* Checks every tensor against the config's shape, then creates the network
+ * and loads the weights. */
 static int load_weights(gr_nbrl_policy *p, const gr_st *st, const char *file)
 {
-    gr_qnet *net = p->net;
-    float *params = gr_qnet_params(net);
     for (size_t i = 0; i < gr_st_count(st); i++) {
         const char *name = gr_st_tensor(st, i)->name;
         int known = 0;
         for (int k = 0; k < GR_QNET_NTENSORS; k++)
-            if (!strcmp(name, gr_qnet_tensor_info(net, k).name)) known = 1;
+            if (!strcmp(name, gr_qnet_shape_tensor(&p->shape, k).name)) known = 1;
         if (!known) return gr_seterr(GR_EINVAL, "policy: %s: unexpected tensor '%s'", file, name);
     }
     for (int k = 0; k < GR_QNET_NTENSORS; k++) {
-        gr_qnet_tensor want = gr_qnet_tensor_info(net, k);
+        gr_qnet_tensor want = gr_qnet_shape_tensor(&p->shape, k);
         char ws[64], hs[64];
         shape_text(ws, sizeof ws, want.ndim, want.shape);
         const gr_tensor *t = gr_st_find(st, want.name);
@@ -323,19 +330,23 @@ static int load_weights(gr_nbrl_policy *p, const gr_st *st, const char *file)
         if (!gr_dtype_is_float(t->dtype))
             return gr_seterr(GR_EINVAL, "policy: %s: tensor '%s' has dtype %s, need a float dtype",
                              file, want.name, gr_dtype_name(t->dtype));
-        int rc = gr_tensor_read_f32(t, 0, want.count, params + want.offset);
-        if (rc) return rc;
     }
     char arch[128];
-    gr_qnet_shape shape = gr_qnet_get_shape(net);
-    arch_text(arch, sizeof arch, &shape);
+    arch_text(arch, sizeof arch, &p->shape);
     const char *meta = gr_st_meta_get(st, "architecture");
     if (!meta || strcmp(meta, arch))
         return gr_seterr(GR_EINVAL,
                          "policy: %s: metadata 'architecture' = '%s' but config.json describes "
                          "'%s'",
                          file, meta ? meta : "(missing)", arch);
-    for (size_t i = 0; i < gr_qnet_nparams(net); i++)
+    if (!(p->net = gr_qnet_new(&p->shape, 0))) return gr_errcode();
+    float *params = gr_qnet_params(p->net);
+    for (int k = 0; k < GR_QNET_NTENSORS; k++) {
+        gr_qnet_tensor want = gr_qnet_shape_tensor(&p->shape, k);
+        int rc = gr_tensor_read_f32(gr_st_find(st, want.name), 0, want.count, params + want.offset);
+        if (rc) return rc;
+    }
+    for (size_t i = 0; i < gr_qnet_nparams(p->net); i++)
         if (!isfinite(params[i]))
             return gr_seterr(GR_EINVAL, "policy: %s: weights hold a non-finite value", file);
     return 0;
@@ -385,6 +396,27 @@ fail:
     free(mpath);
     gr_nbrl_policy_destroy(&p);
     return NULL;
+}
+
+gr_nbrl_policy *gr_nbrl_policy_load_mem(const char *what, const char *config, size_t config_len,
+                                        const void *weights, size_t weights_len)
+{
+    char cname[512], wname[512];
+    snprintf(cname, sizeof cname, "%s/%s", what, CONFIG_FILE);
+    snprintf(wname, sizeof wname, "%s/%s", what, MODEL_FILE);
+    gr_nbrl_policy *p = calloc(1, sizeof *p);
+    gr_json *cfg = NULL;
+    gr_st *st = NULL;
+    if (!p) {
+        gr_seterr(GR_ENOMEM, "policy: out of memory");
+        return NULL;
+    }
+    if (!(cfg = gr_json_parse(config, config_len, cname)) || check_config(cname, cfg, p) ||
+        !(st = gr_st_open_mem(wname, weights, weights_len)) || load_weights(p, st, wname))
+        gr_nbrl_policy_destroy(&p);
+    gr_st_close(&st);
+    gr_json_free(cfg);
+    return p;
 }
 
 void gr_nbrl_policy_destroy(gr_nbrl_policy **pp)

@@ -71,6 +71,10 @@ int gr_nbrl_policy_save(const gr_qnet *net, const gr_nbrl_policy_info *info, con
  * NULL with a GR_EINVAL/GR_EFORMAT/GR_ENOTFOUND message naming the file, the
  * field or tensor and the rule. */
 gr_nbrl_policy *gr_nbrl_policy_load(const char *dir);
+/* The same from memory: config.json text and a safetensors image (both
+ * borrowed); `what` names them in messages. The fuzz target's entry point. */
+gr_nbrl_policy *gr_nbrl_policy_load_mem(const char *what, const char *config, size_t config_len,
+                                        const void *weights, size_t weights_len);
 void gr_nbrl_policy_destroy(gr_nbrl_policy **p);
 /* Greedy action for a state (index into the actions). */
 int gr_nbrl_policy_act(gr_nbrl_policy *p, const float state[GR_NBRL_NSTATE]);
