@@ -70,7 +70,7 @@ stages:
 EOF
 J=$("$G" submit "$T/cancel.yaml")
 for _ in $(seq 100); do
-  check_py "$J" 'S["long"]["state"] == "running" and S["long2"]["state"] == "running"' 2>/dev/null && break
+  cond_py "$J" 'S["long"]["state"] == "running" and S["long2"]["state"] == "running"' && break
   sleep 0.1
 done
 check_py "$J" 'S["long"]["state"] == "running"' "long is running before the cancel"
