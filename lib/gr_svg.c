@@ -562,12 +562,14 @@ static void tick_label(gr_buf *b, const axis *a, double t)
         gr_buf_printf(b, "%.3g", pow(10, t));
         return;
     }
-    int prec = 1;
+    /* plain decimals with as many places as the step has; %g beyond */
     double mag = fmax(fabs(a->lo), fabs(a->hi));
-    if (a->step > 0 && mag > 0) prec = (int)ceil(log10(mag / a->step)) + 1;
-    if (prec < 1) prec = 1;
-    if (prec > 10) prec = 10;
-    gr_buf_printf(b, "%.*g", prec, t);
+    if (a->step >= 1e-6 && mag < 1e7) {
+        int places = a->step >= 1 ? 0 : (int)ceil(-log10(a->step) - 1e-9);
+        gr_buf_printf(b, "%.*f", places, t);
+        return;
+    }
+    gr_buf_printf(b, "%.3g", t);
 }
 
 typedef struct dlabel {

@@ -89,6 +89,13 @@ static void test_line_pixels(void)
     CHECK_CONTAINS(b.data, ">0.2</text>");
     CHECK_CONTAINS(b.data, ">0.8</text>");
     gr_buf_free(&b);
+    /* integers print as integers, never 1e+02 */
+    CHECK(gr_svg_xrange(p, -600, 100) == 0);
+    CHECK(gr_svg_render(p, &b) == 0);
+    CHECK_CONTAINS(b.data, ">100</text>");
+    CHECK_CONTAINS(b.data, ">-600</text>");
+    CHECK(!strstr(b.data, "e+02"));
+    gr_buf_free(&b);
     gr_svg_destroy(&p);
     CHECK(p == NULL);
     gr_svg_destroy(&p); /* NULL is fine */

@@ -172,7 +172,7 @@ static int write_curve(const char *path, const gr_nbrl_episode *log, int n)
     gr_svg_xlabel(pr, "episode");
     gr_svg_ylabel(pr, "reward");
     if ((rc = gr_svg_scatter(pr, NULL, x, r, (size_t)n)) < 0) goto done;
-    gr_svg_series_markers(pr, rc, 1);
+    gr_svg_series_markers(pr, rc, 1.5);
     gr_svg_series_color(pr, rc, "#9ab");
     for (int i = 0; i < n; i++) s[i] = moving_mean(r, i, SMOOTH);
     if ((rc = gr_svg_line(pr, avg, x, s, (size_t)n)) < 0) goto done;
@@ -181,7 +181,7 @@ static int write_curve(const char *path, const gr_nbrl_episode *log, int n)
     gr_svg_ylabel(pe, "|dE/E0|");
     gr_svg_ylog(pe, 1);
     if ((rc = gr_svg_scatter(pe, NULL, x, e, (size_t)n)) < 0) goto done;
-    gr_svg_series_markers(pe, rc, 1);
+    gr_svg_series_markers(pe, rc, 1.5);
     gr_svg_series_color(pe, rc, "#9ab");
     for (int i = 0; i < n; i++) {
         double l[1];
@@ -198,7 +198,7 @@ static int write_curve(const char *path, const gr_nbrl_episode *log, int n)
     gr_svg_ylabel(pm, "mu");
     gr_svg_ylog(pm, 1);
     if ((rc = gr_svg_scatter(pm, NULL, x, m, (size_t)n)) < 0) goto done;
-    gr_svg_series_markers(pm, rc, 1);
+    gr_svg_series_markers(pm, rc, 1.5);
     gr_svg_series_color(pm, rc, "#9ab");
     for (int i = 0; i < n; i++) {
         double acc = 0;
