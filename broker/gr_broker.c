@@ -1727,7 +1727,9 @@ static void timers(gr_broker *b)
         gr_buf_free(&key);
     }
     if (now >= b->next_prune) {
-        b->next_prune = now + PRUNE_MS;
+        /* a minute, or half the retention when that is shorter */
+        int64_t half = b->o.retention_s * 500;
+        b->next_prune = now + (half < PRUNE_MS ? (half < 500 ? 500 : half) : PRUNE_MS);
         gr_rargs a = {0};
         script_args(b, &a);
         gr_rargs_int(&a, PRUNE_LIMIT);
@@ -1772,7 +1774,7 @@ gr_broker *gr_broker_new(const gr_broker_opts *opts)
     for (const gr_op *const *op = gr_ops; *op; op++) op_flag(b, (*op)->name);
     int64_t now = mono_ms();
     b->grace_until = now + b->lease_ms + b->o.heartbeat_ms;
-    b->next_prune = now + 5000;
+    b->next_prune = now + 1000;
     return b;
 fail:
     gr_broker_destroy(&b);

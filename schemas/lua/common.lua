@@ -184,9 +184,11 @@ local function fail_attempt(jid, sid, attempt, err, retryable, delay_ms)
     maybe_finish(jid)
     return 'cancelled'
   end
-  if retryable and attempt <= tonumber(v[1] or '0') then
+  -- retries count failed attempts (not attempts: an undelivered one is free)
+  local failures = redis.call('HINCRBY', k, 'failures', 1)
+  if retryable and failures <= tonumber(v[1] or '0') then
     if not delay_ms then
-      delay_ms = BACKOFF_BASE * 2 ^ (attempt - 1)
+      delay_ms = BACKOFF_BASE * 2 ^ (failures - 1)
       if delay_ms > 60000 then delay_ms = 60000 end
       delay_ms = math.floor(delay_ms * JITTER)
     end

@@ -29,20 +29,20 @@
 #include <unistd.h>
 #include <zmq.h>
 
-static int64_t th_now_ms(void)
+static inline int64_t th_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void th_sleep_ms(int ms)
+static inline void th_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static int th_free_port(void)
+static inline int th_free_port(void)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a;
@@ -68,7 +68,7 @@ typedef struct th_redis {
     char url[64];
 } th_redis;
 
-static int th_redis_ping(const th_redis *r)
+static inline int th_redis_ping(const th_redis *r)
 {
     struct timeval tv = {0, 200000};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
@@ -84,7 +84,7 @@ static int th_redis_ping(const th_redis *r)
 
 /* Starts (or restarts, keeping dir and port) redis-server with AOF
  * everysec. Returns 0, or -1 when redis-server cannot run (tests skip). */
-static int th_redis_start(th_redis *r)
+static inline int th_redis_start(th_redis *r)
 {
     if (!r->dir[0]) {
         snprintf(r->dir, sizeof r->dir, "/tmp/graft-broker-test-XXXXXX");
@@ -120,7 +120,7 @@ static int th_redis_start(th_redis *r)
 }
 
 /* Stops redis-server (SIGTERM: it writes its AOF and exits). */
-static void th_redis_stop(th_redis *r)
+static inline void th_redis_stop(th_redis *r)
 {
     if (r->pid > 0) {
         kill(r->pid, SIGTERM);
@@ -130,7 +130,7 @@ static void th_redis_stop(th_redis *r)
     }
 }
 
-static void th_redis_cleanup(th_redis *r)
+static inline void th_redis_cleanup(th_redis *r)
 {
     th_redis_stop(r);
     if (r->dir[0]) {
@@ -142,7 +142,7 @@ static void th_redis_cleanup(th_redis *r)
 }
 
 /* Runs a command on the test's own Redis connection (printf-style). */
-static redisReply *th_redis_cmd(const th_redis *r, const char *fmt, ...)
+static inline redisReply *th_redis_cmd(const th_redis *r, const char *fmt, ...)
 {
     struct timeval tv = {2, 0};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
@@ -168,7 +168,7 @@ typedef struct th_broker {
     int running;
 } th_broker;
 
-static void *th_broker_main(void *p)
+static inline void *th_broker_main(void *p)
 {
     th_broker *tb = p;
     gr_broker_run(tb->b, &tb->stop);
@@ -176,7 +176,7 @@ static void *th_broker_main(void *p)
 }
 
 /* Starts a broker on a free port (endpoint set on first start and kept). */
-static int th_broker_start(th_broker *tb, const gr_broker_opts *o_in)
+static inline int th_broker_start(th_broker *tb, const gr_broker_opts *o_in)
 {
     gr_broker_opts o = *o_in;
     if (!tb->endpoint[0])
@@ -193,7 +193,7 @@ static int th_broker_start(th_broker *tb, const gr_broker_opts *o_in)
     return 0;
 }
 
-static void th_broker_stop(th_broker *tb)
+static inline void th_broker_stop(th_broker *tb)
 {
     if (!tb->running) return;
     tb->stop = 1;
@@ -212,7 +212,7 @@ typedef struct th_peer {
     int64_t req;
 } th_peer;
 
-static int th_send_json(th_peer *p, int cmd, const char *json)
+static inline int th_send_json(th_peer *p, int cmd, const char *json)
 {
     gr_buf b = {0};
     if (gr_wire_pk_json_text(&b, json, strlen(json))) {
@@ -226,7 +226,7 @@ static int th_send_json(th_peer *p, int cmd, const char *json)
 }
 
 /* Receives one message within timeout_ms: 0 and *m, or -1. */
-static int th_recv(th_peer *p, gr_wire_dir dir, gr_wire_msg *m, int timeout_ms)
+static inline int th_recv(th_peer *p, gr_wire_dir dir, gr_wire_msg *m, int timeout_ms)
 {
     int64_t end = th_now_ms() + timeout_ms;
     for (;;) {
@@ -244,7 +244,7 @@ static int th_recv(th_peer *p, gr_wire_dir dir, gr_wire_msg *m, int timeout_ms)
     }
 }
 
-static th_peer th_connect(void *zctx, const char *endpoint)
+static inline th_peer th_connect(void *zctx, const char *endpoint)
 {
     th_peer p;
     memset(&p, 0, sizeof p);
@@ -252,7 +252,7 @@ static th_peer th_connect(void *zctx, const char *endpoint)
     return p;
 }
 
-static void th_close(th_peer *p)
+static inline void th_close(th_peer *p)
 {
     if (p->sock) zmq_close(p->sock);
     p->sock = NULL;
@@ -260,7 +260,7 @@ static void th_close(th_peer *p)
 
 /* A client request; returns the REPLY's result (a copy the caller frees) or
  * NULL; *err receives the ERROR text when there was one. Skips EVENTs. */
-static gr_json *th_request(th_peer *c, int cmd, const char *json, char *err, size_t errsz)
+static inline gr_json *th_request(th_peer *c, int cmd, const char *json, char *err, size_t errsz)
 {
     if (err) err[0] = 0;
     if (th_send_json(c, cmd, json)) return NULL;
@@ -279,7 +279,8 @@ static gr_json *th_request(th_peer *c, int cmd, const char *json, char *err, siz
 }
 
 /* Submits pipeline YAML; returns the job id (static buffer) or NULL. */
-static const char *th_submit(th_peer *c, const char *yaml, int no_cache, char *err, size_t errsz)
+static inline const char *th_submit(th_peer *c, const char *yaml, int no_cache, char *err,
+                                    size_t errsz)
 {
     static char jid[64];
     gr_buf b = {0};
@@ -294,7 +295,7 @@ static const char *th_submit(th_peer *c, const char *yaml, int no_cache, char *e
     return jid[0] ? jid : NULL;
 }
 
-static gr_json *th_status(th_peer *c, const char *jid)
+static inline gr_json *th_status(th_peer *c, const char *jid)
 {
     char q[128], err[512];
     snprintf(q, sizeof q, "{\"job\":\"%s\"}", jid);
@@ -303,7 +304,7 @@ static gr_json *th_status(th_peer *c, const char *jid)
     return r;
 }
 
-static const gr_json *th_stage(const gr_json *status, const char *sid)
+static inline const gr_json *th_stage(const gr_json *status, const char *sid)
 {
     const gr_json *st = gr_json_get(status, "stages");
     for (size_t i = 0; st && i < st->len; i++)
@@ -312,7 +313,7 @@ static const gr_json *th_stage(const gr_json *status, const char *sid)
 }
 
 /* Polls STATUS until the job state is final; returns the final status. */
-static gr_json *th_wait_job(th_peer *c, const char *jid, int timeout_ms)
+static inline gr_json *th_wait_job(th_peer *c, const char *jid, int timeout_ms)
 {
     int64_t end = th_now_ms() + timeout_ms;
     while (th_now_ms() < end) {
@@ -333,8 +334,8 @@ static gr_json *th_wait_job(th_peer *c, const char *jid, int timeout_ms)
     return NULL;
 }
 
-static int th_ready(th_peer *w, const char *wid, const char *ops_json, const char *task,
-                    int64_t attempt)
+static inline int th_ready(th_peer *w, const char *wid, const char *ops_json, const char *task,
+                           int64_t attempt)
 {
     snprintf(w->wid, sizeof w->wid, "%s", wid);
     w->auto_hb = 1;
@@ -351,9 +352,19 @@ static int th_ready(th_peer *w, const char *wid, const char *ops_json, const cha
     return th_send_json(w, GR_CMD_READY, j);
 }
 
+/* Lets ms pass while a worker keeps answering the broker's HEARTBEATs
+ * (other messages are dropped). */
+static inline void th_idle(th_peer *w, int ms)
+{
+    int64_t end = th_now_ms() + ms;
+    gr_wire_msg m = {0};
+    while (th_now_ms() < end) th_recv(w, GR_WIRE_TO_WORKER, &m, (int)(end - th_now_ms()));
+    gr_wire_msg_clear(&m);
+}
+
 /* Waits for a message of cmd (others are skipped; HEARTBEATs are answered
  * when hb is set). */
-static int th_expect(th_peer *w, int cmd, gr_wire_msg *m, int timeout_ms, int hb)
+static inline int th_expect(th_peer *w, int cmd, gr_wire_msg *m, int timeout_ms, int hb)
 {
     int64_t end = th_now_ms() + timeout_ms;
     while (th_now_ms() < end) {
@@ -365,7 +376,7 @@ static int th_expect(th_peer *w, int cmd, gr_wire_msg *m, int timeout_ms, int hb
 }
 
 /* An artifact id derived from a task id (distinct per stage). */
-static const char *th_out_id(const char *task)
+static inline const char *th_out_id(const char *task)
 {
     static char id[80];
     uint64_t h = 1469598103934665603ull;
@@ -376,7 +387,7 @@ static const char *th_out_id(const char *task)
     return id;
 }
 
-static int th_done(th_peer *w, const gr_wire_msg *task, const char *out, const char *metrics)
+static inline int th_done(th_peer *w, const gr_wire_msg *task, const char *out, const char *metrics)
 {
     char j[1024];
     snprintf(j, sizeof j,
@@ -388,7 +399,7 @@ static int th_done(th_peer *w, const gr_wire_msg *task, const char *out, const c
     return th_send_json(w, GR_CMD_DONE, j);
 }
 
-static int th_fail(th_peer *w, const gr_wire_msg *task, const char *error, int retryable)
+static inline int th_fail(th_peer *w, const gr_wire_msg *task, const char *error, int retryable)
 {
     char j[1024];
     snprintf(j, sizeof j, "{\"task\":\"%s\",\"attempt\":%lld,\"error\":\"%s\",\"retryable\":%s}",
