@@ -27,14 +27,18 @@ local function jkey(jid) return P .. 'job:' .. jid end
 local function skey(jid, sid) return P .. 'stage:' .. jid .. ':' .. sid end
 local function ekey(jid) return P .. 'events:' .. jid end
 
+-- "<jid>:<sid>" -> jid, sid (nil for anything else)
 local function split_task(m)
-  local jid = string.match(m, '^([^:]+):')
+  local jid = string.match(m, '^([^:]+):.')
+  if not jid then return nil end
   return jid, string.sub(m, #jid + 2)
 end
 
+-- "<jid>:<sid>:<attempt>" -> jid, sid, attempt (nil for anything else)
 local function split_lease(m)
-  local jid = string.match(m, '^([^:]+):')
+  local jid = string.match(m, '^([^:]+):.')
   local att = string.match(m, ':(%d+)$')
+  if not jid or not att or #jid + #att + 2 >= #m then return nil end
   return jid, string.sub(m, #jid + 2, #m - #att - 1), tonumber(att)
 end
 
@@ -223,8 +227,8 @@ local function dispatch_one(wid, ops, lease_ms)
     if not best then return false end
     redis.call('ZREM', P .. 'ready:' .. bop, best)
     local jid, sid = split_task(best)
-    local k = skey(jid, sid)
-    local v = redis.call('HMGET', k, 'state', 'rparams', 'inputs', 'timeout_ms', 'ready_us', 'started')
+    local k = jid and skey(jid, sid) or ''
+    local v = jid and redis.call('HMGET', k, 'state', 'rparams', 'inputs', 'timeout_ms', 'ready_us', 'started') or {}
     if v[1] == 'ready' and redis.call('HGET', jkey(jid), 'cancel_requested') ~= '1' then
       local attempt = redis.call('HINCRBY', k, 'attempt', 1)
       local deadline = NOW + lease_ms

@@ -12,6 +12,7 @@ if redis.call('EXISTS', wk) == 1 then
 end
 if task == '' then return 0 end
 local jid, sid = split_task(task)
+if not jid then return -1 end
 local k = skey(jid, sid)
 local v = redis.call('HMGET', k, 'state', 'attempt', 'worker')
 if v[1] ~= 'running' or tonumber(v[2]) ~= attempt or v[3] ~= wid then return -1 end

@@ -5,10 +5,12 @@
 local limit, want = tonumber(ARGV[A]), ARGV[A + 1]
 local r = {}
 local start = 0
+local batch = limit
+if want ~= '' and batch < 200 then batch = 200 end
 while #r < limit do
-  local ids = redis.call('ZREVRANGE', P .. 'jobs', start, start + 199)
+  local ids = redis.call('ZREVRANGE', P .. 'jobs', start, start + batch - 1)
   if #ids == 0 then break end
-  start = start + 200
+  start = start + batch
   for _, jid in ipairs(ids) do
     local v = redis.call('HMGET', jkey(jid), 'name', 'state', 'created', 'updated', 'nstages',
                          'n_blocked', 'n_ready', 'n_running', 'n_done', 'n_cached', 'n_failed',

@@ -13,6 +13,7 @@ redis.call('ZADD', P .. 'workers', n2s(NOW), wid)
 metric('workers_registered')
 if task == '' then return 'idle' end
 local jid, sid = split_task(task)
+if not jid then return 'stale' end
 local k = skey(jid, sid)
 local v = redis.call('HMGET', k, 'state', 'attempt', 'worker')
 if v[1] ~= 'running' or tonumber(v[2]) ~= attempt or v[3] ~= wid then return 'stale' end

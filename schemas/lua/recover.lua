@@ -5,7 +5,7 @@
 local r = {}
 for _, m in ipairs(redis.call('SRANDMEMBER', P .. 'resolve', tonumber(ARGV[A]))) do
   local jid, sid = split_task(m)
-  local inf = resolve_info(jid, sid)
+  local inf = jid and resolve_info(jid, sid)
   if inf then r[#r + 1] = inf else redis.call('SREM', P .. 'resolve', m) end
 end
 return r

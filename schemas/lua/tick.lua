@@ -12,7 +12,7 @@ local function expire(zkey, kind)
   for _, lm in ipairs(due) do
     redis.call('ZREM', P .. zkey, lm)
     local jid, sid, attempt = split_lease(lm)
-    local v = redis.call('HMGET', skey(jid, sid), 'state', 'attempt', 'worker', 'timeout_ms')
+    local v = jid and redis.call('HMGET', skey(jid, sid), 'state', 'attempt', 'worker', 'timeout_ms') or {}
     if v[1] == 'running' and tonumber(v[2]) == attempt then
       local err, delay
       if kind == 'lost' then
@@ -41,7 +41,7 @@ local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', n2s(NOW), 'LIMIT
 for _, m in ipairs(due) do
   redis.call('ZREM', P .. 'delayed', m)
   local jid, sid = split_task(m)
-  local v = redis.call('HMGET', skey(jid, sid), 'state', 'op')
+  local v = jid and redis.call('HMGET', skey(jid, sid), 'state', 'op') or {}
   if v[1] == 'ready' then
     enqueue(jid, sid, v[2])
     ops[#ops + 1] = v[2]

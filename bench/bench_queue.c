@@ -1,0 +1,371 @@
+/* bench_queue: the job system's speed. Starts redis-server (AOF everysec)
+ * and graft-broker as separate processes, runs noop stages through W worker
+ * threads that answer every TASK at once, and prints
+ *   - throughput: stages/s from the first dispatch to the job's end,
+ *   - latency at about half that rate: p50/p99 of enqueue -> worker receives
+ *     (TASK ready_us, the broker's clock, vs. the worker's clock: same host),
+ *   - the peer: the same Redis running a 3-command Lua transition, pipelined,
+ *     so the figures read as a ratio to what Redis itself can do,
+ *   - broker RSS after each of several jobs (memory must stay flat).
+ * Usage: bench_queue [--stages 20000] [--workers 4] [--jobs 5] [--half-s 5]
+ * graft-broker is looked up as $GRAFT_BIN/graft-broker, else beside this
+ * program's directory. */
+#include "../tests/unit/test_broker_util.h"
+
+#include <limits.h>
+#include <math.h>
+
+#define OUT_ID "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+typedef struct bworker_t {
+    pthread_t t;
+    void *zctx;
+    const char *endpoint;
+    int id;
+    volatile int *stop;
+    int64_t *lat_us; /* latency samples */
+    size_t nlat, cap;
+    volatile int record;
+    uint64_t tasks;
+    int64_t first_us, last_us;
+} bworker_t;
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void *worker_main(void *p)
+{
+    bworker_t *w = p;
+    th_peer peer = th_connect(w->zctx, w->endpoint);
+    char wid[32];
+    snprintf(wid, sizeof wid, "bench-%d", w->id);
+    th_ready(&peer, wid, "[\"noop\"]", NULL, 0);
+    gr_wire_msg m = {0};
+    gr_buf out = {0};
+    while (!*w->stop) {
+        zmq_pollitem_t it = {peer.sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) <= 0) continue;
+        while (gr_wire_recv(peer.sock, GR_WIRE_TO_WORKER, 0, GR_WIRE_NOWAIT, &m, &peer.st) == 0) {
+            if (m.cmd == GR_CMD_HEARTBEAT) {
+                gr_wire_send(peer.sock, NULL, 0, GR_CMD_HEARTBEAT, NULL, 0, NULL);
+                continue;
+            }
+            if (m.cmd == GR_CMD_DISCONNECT) {
+                th_ready(&peer, wid, "[\"noop\"]", NULL, 0);
+                continue;
+            }
+            if (m.cmd != GR_CMD_TASK) continue;
+            int64_t t = now_us();
+            int64_t ready = gr_json_get_int(m.body, "ready_us", 0);
+            if (!w->first_us) w->first_us = t;
+            w->last_us = t;
+            w->tasks++;
+            if (w->record && ready > 0) {
+                if (w->nlat == w->cap) {
+                    size_t nc = w->cap ? w->cap * 2 : 4096;
+                    int64_t *v = realloc(w->lat_us, nc * sizeof *v);
+                    if (v) {
+                        w->lat_us = v;
+                        w->cap = nc;
+                    }
+                }
+                if (w->nlat < w->cap) w->lat_us[w->nlat++] = t - ready;
+            }
+            gr_buf_reset(&out);
+            gr_wire_pk_map(&out, 4);
+            gr_wire_pk_kv_str(&out, "task", gr_json_get_str(m.body, "task", ""));
+            gr_wire_pk_kv_int(&out, "attempt", gr_json_get_int(m.body, "attempt", 0));
+            gr_wire_pk_str(&out, "outputs");
+            gr_wire_pk_map(&out, 1);
+            gr_wire_pk_kv_str(&out, "out", OUT_ID);
+            gr_wire_pk_str(&out, "metrics");
+            gr_wire_pk_map(&out, 0);
+            gr_wire_send(peer.sock, NULL, 0, GR_CMD_DONE, out.data, out.len, NULL);
+        }
+    }
+    gr_buf_free(&out);
+    gr_wire_msg_clear(&m);
+    th_close(&peer);
+    return NULL;
+}
+
+static char *pipeline_yaml(int n, const char *name)
+{
+    gr_buf b = {0};
+    gr_buf_printf(&b, "name: %s\nstages:\n", name);
+    for (int i = 0; i < n; i++) gr_buf_printf(&b, "  s%d: {op: noop}\n", i);
+    return gr_buf_take(&b);
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Waits until the job is final; returns its wall time end (ms) or -1. */
+static int wait_done(th_peer *cl, const char *jid, int timeout_ms)
+{
+    int64_t end = th_now_ms() + timeout_ms;
+    while (th_now_ms() < end) {
+        char err[256];
+        /* LIST is cheaper than a 20,000-stage STATUS */
+        gr_json *r = th_request(cl, GR_CMD_LIST, "{\"limit\":1}", err, sizeof err);
+        const gr_json *jobs = gr_json_get(r, "jobs");
+        int fin = 0;
+        for (size_t i = 0; jobs && i < jobs->len; i++)
+            if (!strcmp(gr_json_get_str(jobs->items[i], "job", ""), jid)) {
+                const char *st = gr_json_get_str(jobs->items[i], "state", "");
+                fin = !strcmp(st, "done")                                   ? 1
+                      : (!strcmp(st, "failed") || !strcmp(st, "cancelled")) ? -1
+                                                                            : 0;
+            }
+        gr_json_free(r);
+        if (fin) return fin > 0 ? 0 : -1;
+        th_sleep_ms(5);
+    }
+    return -1;
+}
+
+/* The peer: a 3-command transition (HSET, ZADD, HINCRBY) as one Lua script,
+ * EVALSHA pipelined in batches of 256 from one client. */
+static double redis_lua_rate(const th_redis *r, int n)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
+    if (!c || c->err) return 0;
+    const char *script = "redis.call('HSET', KEYS[1], 'state', ARGV[1], 'worker', ARGV[2]) "
+                         "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]) "
+                         "return redis.call('HINCRBY', KEYS[3], 'n', 1)";
+    redisReply *rep = redisCommand(c, "SCRIPT LOAD %s", script);
+    if (!rep || rep->type != REDIS_REPLY_STRING) {
+        if (rep) freeReplyObject(rep);
+        redisFree(c);
+        return 0;
+    }
+    char sha[41];
+    snprintf(sha, sizeof sha, "%s", rep->str);
+    freeReplyObject(rep);
+    int64_t t0 = th_now_ms();
+    for (int done = 0; done < n;) {
+        int batch = n - done < 256 ? n - done : 256;
+        for (int i = 0; i < batch; i++)
+            redisAppendCommand(
+                c, "EVALSHA %s 3 peer:stage:%d peer:leases peer:metrics running w1 %d m%d", sha,
+                (done + i) % 20000, done + i, (done + i) % 20000);
+        for (int i = 0; i < batch; i++) {
+            void *rr;
+            if (redisGetReply(c, &rr) != REDIS_OK) {
+                redisFree(c);
+                return 0;
+            }
+            freeReplyObject(rr);
+        }
+        done += batch;
+    }
+    double s = (double)(th_now_ms() - t0) / 1000.0;
+    rep = redisCommand(c, "DEL peer:leases peer:metrics");
+    if (rep) freeReplyObject(rep);
+    redisFree(c);
+    return n / s;
+}
+
+static const char *broker_path(const char *argv0)
+{
+    static char p[PATH_MAX];
+    const char *bin = getenv("GRAFT_BIN");
+    if (bin) {
+        snprintf(p, sizeof p, "%s/graft-broker", bin);
+        return p;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return "graft-broker";
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    snprintf(p, sizeof p, "%s/../graft-broker", self);
+    (void)argv0;
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    int nstages = 20000, nworkers = 4, njobs = 5, half_s = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--stages"))
+            nstages = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--workers"))
+            nworkers = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--jobs"))
+            njobs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--half-s"))
+            half_s = atoi(argv[i + 1]);
+        else {
+            fprintf(stderr,
+                    "usage: bench_queue [--stages N] [--workers W] [--jobs J] [--half-s S]\n");
+            return 2;
+        }
+    }
+    if (nstages < 1 || nworkers < 1 || nworkers > 64 || njobs < 1 || half_s < 1) {
+        fprintf(stderr, "bench_queue: bad arguments\n");
+        return 2;
+    }
+    gr_log_set_level(GR_LOG_WARN);
+    th_redis R = {0};
+    if (th_redis_start(&R)) {
+        fprintf(stderr, "bench_queue: cannot start redis-server\n");
+        return 1;
+    }
+    char endpoint[64], port[16];
+    snprintf(port, sizeof port, "%d", th_free_port());
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%s", port);
+    const char *broker = broker_path(argv[0]);
+    pid_t bpid = fork();
+    if (bpid == 0) {
+        setenv("GRAFT_LOG", "warn", 1);
+        execl(broker, "graft-broker", "--bind", endpoint, "--redis", R.url, "--prefix",
+              "bench:", (char *)NULL);
+        fprintf(stderr, "bench_queue: cannot run %s\n", broker);
+        _exit(127);
+    }
+    th_sleep_ms(300);
+    void *z = zmq_ctx_new();
+    volatile int stop = 0;
+    bworker_t *ws = calloc((size_t)nworkers, sizeof *ws);
+    for (int i = 0; i < nworkers; i++) {
+        ws[i] = (bworker_t){.zctx = z, .endpoint = endpoint, .id = i, .stop = &stop};
+        pthread_create(&ws[i].t, NULL, worker_main, &ws[i]);
+    }
+    th_peer cl = th_connect(z, endpoint);
+    th_sleep_ms(300);
+    char *yaml = pipeline_yaml(nstages, "bench");
+    char err[512];
+    int rc = 1;
+
+    printf("bench_queue: %d noop stages per job, %d workers, redis-server %s AOF everysec, broker "
+           "%s\n",
+           nstages, nworkers, R.url, broker);
+    /* ---- throughput, repeated for the memory check ---- */
+    long rss[64];
+    double best = 0, first_rate = 0;
+    int jobs_run = 0;
+    for (int j = 0; j < njobs && j < 64; j++) {
+        for (int i = 0; i < nworkers; i++) ws[i].first_us = ws[i].last_us = 0;
+        int64_t t0 = th_now_ms();
+        const char *jid = th_submit(&cl, yaml, 1, err, sizeof err);
+        int64_t t1 = th_now_ms();
+        if (!jid) {
+            fprintf(stderr, "bench_queue: submit failed: %s\n", err);
+            goto out;
+        }
+        char jcopy[64];
+        snprintf(jcopy, sizeof jcopy, "%s", jid);
+        if (wait_done(&cl, jcopy, 600000)) {
+            fprintf(stderr, "bench_queue: job %s did not finish\n", jcopy);
+            goto out;
+        }
+        int64_t first = INT64_MAX, last = 0;
+        for (int i = 0; i < nworkers; i++) {
+            if (ws[i].first_us && ws[i].first_us < first) first = ws[i].first_us;
+            if (ws[i].last_us > last) last = ws[i].last_us;
+        }
+        double secs = (double)(last - first) / 1e6;
+        double rate = secs > 0 ? nstages / secs : 0;
+        if (rate > best) best = rate;
+        if (!j) first_rate = rate;
+        rss[j] = rss_kb(bpid);
+        jobs_run++;
+        printf("  job %d: submit+expand %lld ms, dispatch->last task %.2f s: %.0f stages/s; broker "
+               "RSS %ld KiB\n",
+               j + 1, (long long)(t1 - t0), secs, rate, rss[j]);
+        fflush(stdout);
+    }
+    (void)first_rate;
+
+    /* ---- latency at about half the best rate ---- */
+    double half = best / 2;
+    int per = 4; /* stages per submitted job */
+    double interval_ms = per * 1000.0 / (half > 1 ? half : 1);
+    char *small = pipeline_yaml(per, "lat");
+    for (int i = 0; i < nworkers; i++) {
+        ws[i].nlat = 0;
+        ws[i].record = 1;
+    }
+    int64_t t0 = th_now_ms();
+    int sub = 0;
+    while (th_now_ms() - t0 < half_s * 1000) {
+        int64_t due = t0 + (int64_t)(sub * interval_ms);
+        while (th_now_ms() < due) th_sleep_ms(0 + (due - th_now_ms() > 1));
+        if (!th_submit(&cl, small, 1, err, sizeof err)) {
+            fprintf(stderr, "bench_queue: submit failed: %s\n", err);
+            break;
+        }
+        sub++;
+    }
+    th_sleep_ms(500);
+    for (int i = 0; i < nworkers; i++) ws[i].record = 0;
+    size_t nl = 0;
+    for (int i = 0; i < nworkers; i++) nl += ws[i].nlat;
+    int64_t *all = calloc(nl ? nl : 1, sizeof *all);
+    size_t k = 0;
+    for (int i = 0; i < nworkers; i++)
+        for (size_t q = 0; q < ws[i].nlat; q++) all[k++] = ws[i].lat_us[q];
+    qsort(all, nl, sizeof *all, cmp_i64);
+    double offered = sub * per / ((double)(th_now_ms() - t0 - 500) / 1000.0);
+    if (nl)
+        printf("  latency at %.0f stages/s offered (half of %.0f): enqueue->worker receives p50 "
+               "%.0f us, "
+               "p99 %.0f us, max %.0f us (%zu stages)\n",
+               offered, best, (double)all[nl / 2], (double)all[(size_t)(nl * 0.99)],
+               (double)all[nl - 1], nl);
+    free(all);
+    free(small);
+
+    /* ---- the peer: raw Redis Lua transitions ---- */
+    double lua = redis_lua_rate(&R, 200000);
+    /* a noop stage costs the broker 2 transitions in the steady state
+     * (done.lua that also dispatches the next one, resolve.lua amortised
+     * over the job) */
+    printf("  redis peer: %.0f Lua transitions/s (3 commands each, pipelined, same server)\n", lua);
+    if (lua > 0)
+        printf("  ratio: broker %.0f stages/s = %.2f of the redis ceiling of %.0f stages/s "
+               "(1 stage ~ 1 transition script)\n",
+               best, best / lua, lua);
+    if (jobs_run > 1)
+        printf("  broker RSS over %d stages: %ld KiB after the first job, %ld KiB after the last "
+               "(%+ld KiB)\n",
+               jobs_run * nstages, rss[0], rss[jobs_run - 1], rss[jobs_run - 1] - rss[0]);
+    rc = 0;
+out:
+    stop = 1;
+    for (int i = 0; i < nworkers; i++) {
+        pthread_join(ws[i].t, NULL);
+        free(ws[i].lat_us);
+    }
+    free(ws);
+    th_close(&cl);
+    zmq_ctx_term(z);
+    kill(bpid, SIGTERM);
+    int st;
+    waitpid(bpid, &st, 0);
+    th_redis_cleanup(&R);
+    free(yaml);
+    return rc;
+}
