@@ -62,18 +62,28 @@ static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *sha
     return buf;
 }
 
-/* gr_json rejects duplicate keys without saying which: find the first
- * repeated top-level key (compared as raw text) to name the tensor. Returns 0
- * and fills name when found. */
+struct key_span {
+    const char *p;
+    size_t len;
+};
+
+static int cmp_span(const void *a, const void *b)
+{
+    const struct key_span *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return memcmp(x->p, y->p, x->len);
+}
+
+/* gr_json rejects duplicate keys without saying which: find a repeated
+ * top-level key (compared as raw text, escapes and all) to name the tensor.
+ * Returns 0 and fills name when found. O(n log n): the header is hostile. */
 static int find_dup_top_key(const char *s, size_t len, char *name, size_t cap)
 {
-    /* Spans of top-level keys: collected by a scan that tracks strings and
-     * nesting depth; the header already failed to parse, so be defensive. */
     size_t nkeys = 0, kcap = 0;
-    struct span {
-        size_t off, len;
-    } *keys = NULL;
-    int depth = 0, expect_key = 0, found = -1;
+    struct key_span *keys = NULL;
+    int depth = 0, expect_key = 0, found = 0;
+    /* a scan that tracks strings and nesting depth; the text already failed
+     * to parse, so it only has to be safe, not strict */
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (c == '"') {
@@ -83,12 +93,12 @@ static int find_dup_top_key(const char *s, size_t len, char *name, size_t cap)
             if (depth == 1 && expect_key) {
                 if (nkeys == kcap) {
                     size_t nc = kcap ? 2 * kcap : 64;
-                    struct span *nk = realloc(keys, nc * sizeof *nk);
+                    struct key_span *nk = realloc(keys, nc * sizeof *nk);
                     if (!nk) break;
                     keys = nk;
                     kcap = nc;
                 }
-                keys[nkeys].off = i + 1;
+                keys[nkeys].p = s + i + 1;
                 keys[nkeys].len = j - i - 1;
                 nkeys++;
                 expect_key = 0;
@@ -103,18 +113,16 @@ static int find_dup_top_key(const char *s, size_t len, char *name, size_t cap)
             expect_key = 1;
         }
     }
-    for (size_t a = 0; a < nkeys && found < 0; a++)
-        for (size_t b = a + 1; b < nkeys && found < 0; b++)
-            if (keys[a].len == keys[b].len &&
-                !memcmp(s + keys[a].off, s + keys[b].off, keys[a].len))
-                found = (int)a;
-    if (found >= 0) {
-        size_t n = keys[found].len < cap - 1 ? keys[found].len : cap - 1;
-        memcpy(name, s + keys[found].off, n);
-        name[n] = 0;
-    }
+    if (nkeys > 1) qsort(keys, nkeys, sizeof *keys, cmp_span);
+    for (size_t k = 1; k < nkeys && !found; k++)
+        if (!cmp_span(&keys[k - 1], &keys[k])) {
+            size_t n = keys[k].len < cap - 1 ? keys[k].len : cap - 1;
+            memcpy(name, keys[k].p, n);
+            name[n] = 0;
+            found = 1;
+        }
     free(keys);
-    return found >= 0 ? 0 : -1;
+    return found ? 0 : -1;
 }
 
 static int cmp_entry_offsets(const void *a, const void *b)
