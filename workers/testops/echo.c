@@ -60,7 +60,7 @@ static gr_json *describe(const char *path)
         }
         closedir(d);
         gr_json *arr = rc ? NULL : gr_jsonb_arr();
-        if (arr) qsort(names, n, sizeof *names, cmp_name);
+        if (arr && n) qsort(names, n, sizeof *names, cmp_name);
         for (size_t i = 0; arr && i < n; i++)
             if (gr_jsonb_push(arr, gr_jsonb_str(names[i]))) {
                 gr_json_free(arr);
