@@ -598,6 +598,48 @@ static void test_jsonb(void)
     gr_json_free(jb);
 }
 
+/* The schema file is JSON, names every stage key the parser reserves, and
+ * every example pipeline in the repository parses (when its ops are built). */
+static void test_schema_and_examples(void)
+{
+    gr_json *sc = gr_json_parse_file(GRAFT_SOURCE_DIR "/schemas/pipeline.schema.json");
+    CHECK_MSG(sc != NULL, "%s", gr_errmsg());
+    const gr_json *props =
+        gr_json_get(gr_json_get(gr_json_get(sc, "definitions"), "stage"), "properties");
+    static const char *const keys[] = {"op", "retries", "timeout", "priority", "after", "matrix"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        CHECK_MSG(gr_json_get(props, keys[i]) != NULL, "schema lacks stage key %s", keys[i]);
+    const gr_json *en = gr_json_get(
+        gr_json_get(gr_json_get(gr_json_get(props, "matrix"), "propertyNames"), "not"), "enum");
+    CHECK(en && en->len == 6);
+    /* the keys the schema reserves are refused as matrix variables by the parser */
+    for (size_t i = 0; en && i < en->len; i++) {
+        char y[256];
+        snprintf(y, sizeof y, "stages:\n  a: {op: echo, matrix: {%s: [1]}}\n", en->items[i]->str);
+        const char *e = err_of(y);
+        CHECK_MSG(*e, "matrix variable %s accepted", en->items[i]->str);
+    }
+    gr_json_free(sc);
+
+    FILE *ls = popen("ls " GRAFT_SOURCE_DIR "/examples/*.yaml 2>/dev/null", "r");
+    char path[4096];
+    int n = 0;
+    while (ls && fgets(path, sizeof path, ls)) {
+        path[strcspn(path, "\n")] = 0;
+        gr_pipeline *p = gr_pipeline_load(path, NULL, 0);
+        if (!p && strstr(gr_errmsg(), "unknown op")) {
+            printf("note: %s uses an op this build lacks: %s\n", path, gr_errmsg());
+            continue;
+        }
+        CHECK_MSG(p != NULL, "%s", gr_errmsg());
+        if (p) CHECK(topo_ok(p));
+        gr_pipeline_free(&p);
+        n++;
+    }
+    if (ls) pclose(ls);
+    CHECK(n >= 2); /* at least the test-op examples */
+}
+
 int main(void)
 {
     RUN(test_dag_order);
@@ -611,5 +653,6 @@ int main(void)
     RUN(test_sets_and_vars);
     RUN(test_map_inputs);
     RUN(test_jsonb);
+    RUN(test_schema_and_examples);
     TEST_MAIN_END();
 }
