@@ -31,6 +31,7 @@
 #define PCB_CLIP_RATIO 0.0001 /* PCB: |T| clipped at these quantiles (paper code) */
 #define PCB_DEN_MIN    1e-12
 #define PCB_CHUNK      ((size_t)1 << 20)
+#define PCB_SMALL_N    ((size_t)1 << 20) /* per-tensor PCB below this: small selectors */
 
 static const char *const method_names[GR_MERGE_COUNT] = {
     "linear",      "task_arithmetic",  "ties",  "dare_ties",    "dare_linear",
@@ -269,37 +270,64 @@ static float linear_divisor(const mview *mv, size_t k)
     return fabsf(s) < TA_DIV_EPS ? 1.0f : s;
 }
 
+/* x where keep is 1, +0 where it is 0, by masking the bits: the same
+ * result as keep ? x : 0.0f, but branch-free, so the loops vectorise even
+ * under -ftrapping-math. */
+static inline float keep_or_zero(float x, int keep)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    b &= 0u - (uint32_t)keep;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* In-block tie limit: elements j of the block [lo, lo + len) with j < the
+ * result pass the "index < tie_end" test (32-bit, so the loops vectorise). */
+static inline int block_ties(size_t tie_end, size_t lo, size_t len)
+{
+    return tie_end <= lo ? 0 : tie_end - lo >= len ? (int)len : (int)(tie_end - lo);
+}
+
 /* Computes u = w * pruned(delta) for one block of one model. */
-static void block_u(const mview *v, const float *d, size_t lo, size_t len, float *u, float *tmp)
+static void block_u(const mview *v, const float *restrict d, size_t lo, size_t len,
+                    float *restrict u, float *restrict tmp)
 {
     const float w = v->w;
+    const int n = (int)len;
     switch (v->kind) {
     case MV_ALL:
-        for (size_t j = 0; j < len; j++) u[j] = w * d[j];
+#pragma omp simd
+        for (int j = 0; j < n; j++) u[j] = w * d[j];
         break;
     case MV_WINDOW: {
         const uint32_t hk = v->hi.key, lk = v->lo.key;
-        const size_t ht = v->hi.tie_end, lt = v->lo.tie_end;
-        for (size_t j = 0; j < len; j++) {
+        const int ht = block_ties(v->hi.tie_end, lo, len), lt = block_ties(v->lo.tie_end, lo, len);
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
             uint32_t a = gr_sel_abskey(d[j]);
-            size_t i = lo + j;
-            int in_lo = (a > lk) | ((a == lk) & (i < lt));
-            int in_hi = (a > hk) | ((a == hk) & (i < ht));
-            u[j] = (in_lo & !in_hi) ? w * d[j] : 0.0f;
+            int in_lo = (a > lk) | ((a == lk) & (j < lt));
+            int in_hi = (a > hk) | ((a == hk) & (j < ht));
+            u[j] = keep_or_zero(w * d[j], in_lo & !in_hi);
         }
         break;
     }
     case MV_RAND: {
-        const double dd = v->d;
         const float sc = v->scale;
+        /* Uniforms are multiples of 2^-24: u < d (in double) holds exactly
+         * when u < ceil(d 2^24) 2^-24, which is a float. */
+        const float thr = (float)(ceil(v->d * 16777216.0) / 16777216.0);
         gr_rng_fill_uniform(v->key, lo, tmp, len);
-        for (size_t j = 0; j < len; j++) u[j] = (double)tmp[j] < dd ? w * (d[j] * sc) : 0.0f;
+#pragma omp simd
+        for (int j = 0; j < n; j++) u[j] = keep_or_zero(w * (d[j] * sc), tmp[j] < thr);
         break;
     }
     }
 }
 
-/* out = base + lambda * mix(u_0..u_{k-1}) over blocks of CB elements. */
+/* out = base + lambda * mix(u_0..u_{k-1}) over blocks of CB elements. Each
+ * element's sums run over the models in order, so vectorising over elements
+ * leaves every result bit unchanged. */
 static int combine(const gr_merge_opts *o, const float *base, float *const *in, const mview *mv,
                    size_t k, size_t n, float *out)
 {
@@ -318,44 +346,64 @@ static int combine(const gr_merge_opts *o, const float *base, float *const *in, 
         t = omp_get_thread_num();
 #endif
         float *u = scratch + (size_t)t * per;
-        float *s = u + k * CB, *mixed = s + CB, *div = mixed + CB, *tmp = div + CB;
+        float *restrict s = u + k * CB, *restrict mixed = s + CB, *restrict div = mixed + CB;
+        float *tmp = div + CB;
         const size_t lo = b * CB, len = lo + CB < n ? CB : n - lo;
+        const int m = (int)len;
         for (size_t i = 0; i < k; i++) block_u(&mv[i], in[i] + lo, lo, len, u + i * CB, tmp);
         if (cons != GR_CONSENSUS_NONE) {
             /* Elected sign per element: + when the sum (or sign count) is >= 0. */
-            for (size_t j = 0; j < len; j++) s[j] = 0.0f;
-            if (cons == GR_CONSENSUS_SUM) {
-                for (size_t i = 0; i < k; i++)
-                    for (size_t j = 0; j < len; j++) s[j] += u[i * CB + j];
-            } else {
-                for (size_t i = 0; i < k; i++)
-                    for (size_t j = 0; j < len; j++) {
-                        float x = u[i * CB + j];
-                        s[j] += (float)((x > 0.0f) - (x < 0.0f));
-                    }
-            }
-            for (size_t j = 0; j < len; j++) mixed[j] = 0.0f, div[j] = 0.0f;
+#pragma omp simd
+            for (int j = 0; j < m; j++) s[j] = 0.0f, mixed[j] = 0.0f, div[j] = 0.0f;
             for (size_t i = 0; i < k; i++) {
-                const float wi = mv[i].w;
-                for (size_t j = 0; j < len; j++) {
-                    float x = u[i * CB + j];
-                    int keep = s[j] >= 0.0f ? x > 0.0f : x < 0.0f;
-                    mixed[j] += keep ? x : 0.0f;
-                    div[j] += keep ? wi : 0.0f;
+                const float *restrict ui = u + i * CB;
+                if (cons == GR_CONSENSUS_SUM) {
+#pragma omp simd
+                    for (int j = 0; j < m; j++) s[j] += ui[j];
+                } else {
+#pragma omp simd
+                    for (int j = 0; j < m; j++) s[j] += (float)((ui[j] > 0.0f) - (ui[j] < 0.0f));
                 }
             }
-            if (norm)
-                for (size_t j = 0; j < len; j++) mixed[j] /= div[j] == 0.0f ? 1.0f : div[j];
+            for (size_t i = 0; i < k; i++) {
+                const float *restrict ui = u + i * CB;
+                const float wi = mv[i].w;
+#pragma omp simd
+                for (int j = 0; j < m; j++) {
+                    float x = ui[j];
+                    int pos = s[j] >= 0.0f, gt = x > 0.0f, lt = x < 0.0f;
+                    int keep = (pos & gt) | ((pos ^ 1) & lt);
+                    mixed[j] += keep_or_zero(x, keep);
+                    div[j] += keep_or_zero(wi, keep);
+                }
+            }
+            if (norm) {
+#pragma omp simd
+                for (int j = 0; j < m; j++) {
+                    mixed[j] /= div[j] + (float)(div[j] == 0.0f); /* 0 -> 1 */
+                }
+            }
         } else {
-            for (size_t j = 0; j < len; j++) mixed[j] = 0.0f;
-            for (size_t i = 0; i < k; i++)
-                for (size_t j = 0; j < len; j++) mixed[j] += u[i * CB + j];
-            if (norm)
-                for (size_t j = 0; j < len; j++) mixed[j] /= ldiv;
+#pragma omp simd
+            for (int j = 0; j < m; j++) mixed[j] = 0.0f;
+            for (size_t i = 0; i < k; i++) {
+                const float *restrict ui = u + i * CB;
+#pragma omp simd
+                for (int j = 0; j < m; j++) mixed[j] += ui[j];
+            }
+            if (norm) {
+#pragma omp simd
+                for (int j = 0; j < m; j++) mixed[j] /= ldiv;
+            }
         }
-        if (use_lam)
-            for (size_t j = 0; j < len; j++) mixed[j] *= lam;
-        for (size_t j = 0; j < len; j++) out[lo + j] = base[lo + j] + mixed[j];
+        if (use_lam) {
+#pragma omp simd
+            for (int j = 0; j < m; j++) mixed[j] *= lam;
+        }
+        const float *restrict bb = base + lo;
+        float *ob = out + lo;
+#pragma omp simd
+        for (int j = 0; j < m; j++) ob[j] = bb[j] + mixed[j];
     }
     free(scratch);
     return 0;
@@ -588,7 +636,7 @@ static inline float pcb_beta(float d, double sum, float lo, float hi, double kk)
     return (float)(exp(kk * s * s) * tanh((double)d * sum));
 }
 
-gr_pcb_global *gr_pcb_global_new(size_t k, double ratio, int threads)
+static gr_pcb_global *pcb_new(size_t k, double ratio, int threads, int small)
 {
     if (k < 1 || !(ratio > 0.0 && ratio <= 1.0)) {
         gr_seterr(GR_EINVAL, "merge: pcb: ratio = %g must be in (0, 1] and at least one model",
@@ -606,8 +654,10 @@ gr_pcb_global *gr_pcb_global_new(size_t k, double ratio, int threads)
     if (!g->sa || !g->sb || !g->lo) goto nomem;
     g->hi = g->lo + k, g->q = g->hi + k, g->bmax = g->q + k;
     for (size_t i = 0; i < k; i++) {
-        g->sa[i] = gr_gsel_new(GR_SEL_ABS, g->threads);
-        g->sb[i] = gr_gsel_new(GR_SEL_SIGNED, g->threads);
+        g->sa[i] =
+            small ? gr_gsel_new_small(GR_SEL_ABS, g->threads) : gr_gsel_new(GR_SEL_ABS, g->threads);
+        g->sb[i] = small ? gr_gsel_new_small(GR_SEL_SIGNED, g->threads)
+                         : gr_gsel_new(GR_SEL_SIGNED, g->threads);
         if (!g->sa[i] || !g->sb[i]) goto nomem;
         g->bmax[i] = -INFINITY;
     }
@@ -616,6 +666,11 @@ nomem:
     gr_pcb_global_destroy(&g);
     gr_seterr(GR_ENOMEM, "merge: pcb: out of memory");
     return NULL;
+}
+
+gr_pcb_global *gr_pcb_global_new(size_t k, double ratio, int threads)
+{
+    return pcb_new(k, ratio, threads, 0);
 }
 
 void gr_pcb_global_destroy(gr_pcb_global **gp)
@@ -716,15 +771,21 @@ int gr_pcb_global_end_pass(gr_pcb_global *g)
         g->stage = P_ABS1;
         return 1;
     }
-    case P_ABS1:
+    case P_ABS1: {
+        int more = 0; /* the selectors share one digit schedule: all agree */
         for (size_t i = 0; i < k; i++) {
             if ((rc = gr_gsel_end_pass(g->sa[i])) < 0) return rc;
+            more |= rc;
+        }
+        if (more) return 1;
+        for (size_t i = 0; i < k; i++) {
             if ((rc = gr_gsel_value(g->sa[i], 0, &g->lo[i]))) return rc;
             if ((rc = gr_gsel_value(g->sa[i], 1, &g->hi[i]))) return rc;
             gr_gsel_destroy(&g->sa[i]);
         }
         g->stage = P_BETA0;
         return 1;
+    }
     case P_BETA0: {
         const uint64_t D = g->D;
         uint64_t jq = py_index((double)D * (1.0 - g->ratio), D);
@@ -736,9 +797,14 @@ int gr_pcb_global_end_pass(gr_pcb_global *g)
         g->stage = P_BETA1;
         return 1;
     }
-    case P_BETA1:
+    case P_BETA1: {
+        int more = 0;
         for (size_t i = 0; i < k; i++) {
             if ((rc = gr_gsel_end_pass(g->sb[i])) < 0) return rc;
+            more |= rc;
+        }
+        if (more) return 1;
+        for (size_t i = 0; i < k; i++) {
             if ((rc = gr_gsel_value(g->sb[i], 0, &g->q[i]))) return rc;
             gr_gsel_destroy(&g->sb[i]);
         }
@@ -746,6 +812,7 @@ int gr_pcb_global_end_pass(gr_pcb_global *g)
         g->fbuf = NULL, g->sbuf = NULL;
         g->stage = P_READY;
         return 0;
+    }
     default:
         return 0;
     }
@@ -784,7 +851,7 @@ int gr_pcb_global_apply(gr_pcb_global *g, const float *base, const float *const 
 static int pcb_merge(const gr_merge_opts *o, const gr_merge_tinfo *t, const float *base,
                      float *const *d, size_t k, float *out)
 {
-    gr_pcb_global *g = gr_pcb_global_new(k, o->pcb_ratio, o->threads);
+    gr_pcb_global *g = pcb_new(k, o->pcb_ratio, o->threads, t->n < PCB_SMALL_N);
     if (!g) return gr_errcode();
     int rc;
     do {

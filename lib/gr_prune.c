@@ -199,33 +199,80 @@ static void norms_ref(const float *x, size_t n, double *l1, double *l2sq, uint64
 
 /* ---- element-wise kernels (fast) ---- */
 
+/* keep ? x : +0, by masking the bits (branch-free: vectorises even under
+ * -ftrapping-math). */
+static inline float keep_or_zero(float x, int keep)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    b &= 0u - (uint32_t)keep;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+/* In-block tie limit for the "index < tie_end" test, as a 32-bit bound. */
+static inline int block_ties(size_t tie_end, size_t lo, size_t len)
+{
+    return tie_end <= lo ? 0 : tie_end - lo >= len ? (int)len : (int)(tie_end - lo);
+}
+
+/* Uniforms are multiples of 2^-24, so u < d (in double) holds exactly when
+ * u < ceil(d 2^24) 2^-24, a float: the hot loops compare floats only. */
+static float keep_threshold(double d)
+{
+    return (float)(ceil(d * 16777216.0) / 16777216.0);
+}
+
+static void random_block(float *restrict xb, const float *restrict u, int m, float thr, float scale)
+{
+#pragma omp simd
+    for (int j = 0; j < m; j++) xb[j] = keep_or_zero(xb[j] * scale, u[j] < thr);
+}
+
 /* Keeps x[i] with probability d (u < d), multiplying kept values by scale. */
-static void apply_random(float *x, size_t n, double d, float scale, uint64_t key, int threads)
+static int apply_random(float *x, size_t n, double d, float scale, uint64_t key, int threads)
 {
     size_t nb = (n + BLK - 1) / BLK;
     int nt = nthreads(threads, n);
+    const float thr = keep_threshold(d);
+    float *ubuf = malloc((size_t)nt * BLK * sizeof *ubuf);
+    if (!ubuf) return gr_seterr(GR_ENOMEM, "prune: out of memory");
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t b = 0; b < nb; b++) {
-        float u[BLK];
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        float *u = ubuf + (size_t)t * BLK;
         size_t lo = b * BLK, len = lo + BLK < n ? BLK : n - lo;
         gr_rng_fill_uniform(key, lo, u, len);
-        float *xb = x + lo;
-        for (size_t j = 0; j < len; j++) xb[j] = (double)u[j] < d ? xb[j] * scale : 0.0f;
+        random_block(x + lo, u, (int)len, thr, scale);
+    }
+    free(ubuf);
+    return 0;
+}
+
+static void window_block(float *restrict xb, int m, uint32_t hk, int ht, uint32_t lk, int lt)
+{
+#pragma omp simd
+    for (int j = 0; j < m; j++) {
+        uint32_t a = gr_sel_abskey(xb[j]);
+        int in_lo = (a > lk) | ((a == lk) & (j < lt));
+        int in_hi = (a > hk) | ((a == hk) & (j < ht));
+        xb[j] = keep_or_zero(xb[j], in_lo & (in_hi ^ 1));
     }
 }
 
 /* Keeps the elements selected by lo and not by hi (top-k windows). */
 static void apply_window(float *x, size_t n, const gr_topk *hi, const gr_topk *lo, int threads)
 {
-    const uint32_t hk = hi->key, lk = lo->key;
-    const size_t ht = hi->tie_end, lt = lo->tie_end;
+    size_t nb = (n + BLK - 1) / BLK;
     int nt = nthreads(threads, n);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        uint32_t a = gr_sel_abskey(x[i]);
-        int in_lo = (a > lk) | ((a == lk) & (i < lt));
-        int in_hi = (a > hk) | ((a == hk) & (i < ht));
-        x[i] = (in_lo & !in_hi) ? x[i] : 0.0f;
+    for (size_t b = 0; b < nb; b++) {
+        size_t a = b * BLK, len = a + BLK < n ? BLK : n - a;
+        window_block(x + a, (int)len, hi->key, block_ties(hi->tie_end, a, len), lo->key,
+                     block_ties(lo->tie_end, a, len));
     }
 }
 
@@ -391,7 +438,7 @@ int gr_prune_tensor(const gr_prune_params *p, const char *name, float *x, size_t
                 scale = (float)(1.0 / p->q);
             else if (rs == GR_RESCALE_INVERSE)
                 scale = (float)(1.0 / p->density);
-            apply_random(x, n, p->density, scale, rng_key, threads);
+            if ((rc = apply_random(x, n, p->density, scale, rng_key, threads))) return rc;
             break;
         }
         case GR_PRUNE_MAGNITUDE: {

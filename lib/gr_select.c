@@ -2,6 +2,7 @@
  * the data) for per-tensor top-k and whole-model thresholds. */
 #include "gr_select.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "gr_err.h"
@@ -178,6 +179,17 @@ gr_gsel *gr_gsel_new(int mode, int threads)
         return NULL;
     }
     gsel_init(s, mode, threads, 0);
+    return s;
+}
+
+gr_gsel *gr_gsel_new_small(int mode, int threads)
+{
+    gr_gsel *s = malloc(sizeof *s);
+    if (!s) {
+        gr_seterr(GR_ENOMEM, "select: out of memory");
+        return NULL;
+    }
+    gsel_init(s, mode, threads, 1);
     return s;
 }
 
@@ -379,6 +391,125 @@ static int select_ranks(const float *x, size_t n, const uint64_t *ranks, int m, 
     return rc;
 }
 
+/* ---- one rank of one large array: sample, then one filtering pass ----
+ * A stratified sample of the keys brackets the wanted rank between two
+ * keys (hi, lo) with a wide margin; one pass counts the elements above hi
+ * and gathers those in [lo, hi]; if the rank falls among the gathered ones
+ * (almost always), the radix selection finishes on them alone. Otherwise,
+ * or when too many elements land in the bracket (heavy ties), the full
+ * radix passes run: the result is exact either way. */
+
+#define SAMPLE_MIN          ((size_t)1 << 16) /* below this, radix passes directly */
+#define SAMPLE_N            8192
+#define SAMPLE_SIGMAS       5.0
+#define SAMPLE_SLACK        16.0
+#define GATHER_MAX_FRACTION 8 /* give up when more than n / 8 are gathered */
+
+static int cmp_u32_desc(const void *a, const void *b)
+{
+    uint32_t p = *(const uint32_t *)a, q = *(const uint32_t *)b;
+    return p > q ? -1 : p < q;
+}
+
+/* Returns 1 with key/rem/eq set as the radix selection would, 0 when the
+ * caller must fall back, or a negative error code. */
+static int sampled_select(const float *x, size_t n, uint64_t r, int mode, int threads,
+                          uint32_t *key, uint64_t *rem, uint64_t *eq)
+{
+    uint32_t smp[SAMPLE_N];
+    const size_t m = SAMPLE_N;
+    for (size_t i = 0; i < m; i++)
+        smp[i] = key_of(x[(size_t)(((double)i + 0.5) * (double)n / (double)m)], mode);
+    qsort(smp, m, sizeof *smp, cmp_u32_desc);
+    double q = (double)r / (double)n, ps = q * (double)m;
+    double margin = SAMPLE_SIGMAS * sqrt((double)m * q * (1.0 - q)) + SAMPLE_SLACK;
+    double hp = floor(ps - margin), lp = ceil(ps + margin);
+    uint32_t hi = hp < 0 ? UINT32_MAX : smp[(size_t)hp];
+    uint32_t lo = lp >= (double)m ? 0 : smp[(size_t)lp];
+    size_t cap_all = n / GATHER_MAX_FRACTION;
+    int nt = clamp_threads(threads, n);
+    size_t cap = cap_all / (size_t)nt;
+    float *buf = malloc((cap + 1) * (size_t)nt * sizeof *buf);
+    uint64_t *cnt = malloc((size_t)nt * 2 * sizeof *cnt);
+    if (!buf || !cnt) {
+        free(buf), free(cnt);
+        return gr_seterr(GR_ENOMEM, "select: out of memory");
+    }
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; t++) {
+        size_t a = n * (size_t)t / (size_t)nt, b = n * (size_t)(t + 1) / (size_t)nt;
+        float *bt = buf + (size_t)t * (cap + 1); /* slot cap absorbs overflowing stores */
+        uint64_t above = 0, c = 0;
+        /* Branch-free: always store, advance only for elements in [lo, hi]. */
+        if (mode == GR_SEL_SIGNED) {
+            for (size_t i = a; i < b; i++) {
+                uint32_t kk = gr_sel_signkey(x[i]);
+                above += kk > hi;
+                bt[c < cap ? c : cap] = x[i];
+                c += (kk >= lo) & (kk <= hi);
+            }
+        } else {
+            for (size_t i = a; i < b; i++) {
+                uint32_t kk = gr_sel_abskey(x[i]);
+                above += kk > hi;
+                bt[c < cap ? c : cap] = x[i];
+                c += (kk >= lo) & (kk <= hi);
+            }
+        }
+        cnt[2 * t] = above;
+        cnt[2 * t + 1] = c;
+    }
+    uint64_t above = 0, cand = 0;
+    int overflow = 0;
+    for (int t = 0; t < nt; t++) {
+        above += cnt[2 * t];
+        cand += cnt[2 * t + 1];
+        overflow |= cnt[2 * t + 1] > cap;
+    }
+    int rc = 0;
+    if (!overflow && above <= r && r < above + cand) {
+        gr_gsel s;
+        uint64_t rr = r - above;
+        gsel_init(&s, mode, 1, cand < SMALL_N_MAX);
+        for (;;) {
+            for (int t = 0; t < nt && !rc; t++)
+                rc = gr_gsel_feed(&s, buf + (size_t)t * (cap + 1), (size_t)cnt[2 * t + 1]);
+            if (rc) break;
+            if (s.pass == 0 && (rc = gr_gsel_set_ranks(&s, &rr, 1))) break;
+            if ((rc = gr_gsel_end_pass(&s)) <= 0) break;
+            rc = 0; /* another pass */
+        }
+        if (!rc) {
+            *key = s.r[0].prefix;
+            *rem = s.r[0].rem;
+            *eq = s.r[0].eq; /* every element equal to key lies in [lo, hi] */
+            rc = 1;
+        }
+        gsel_free(&s);
+    }
+    free(buf);
+    free(cnt);
+    return rc;
+}
+
+/* The element of descending rank r: its key, its rank among the elements
+ * equal to it, and how many there are. */
+static int select_one(const float *x, size_t n, uint64_t r, int mode, int threads, uint32_t *key,
+                      uint64_t *rem, uint64_t *eq)
+{
+    if (n >= SAMPLE_MIN) {
+        int rc = sampled_select(x, n, r, mode, threads, key, rem, eq);
+        if (rc != 0) return rc < 0 ? rc : 0;
+    }
+    gr_gsel s;
+    int rc = select_ranks(x, n, &r, 1, mode, threads, &s);
+    if (rc) return rc;
+    *key = s.r[0].prefix;
+    *rem = s.r[0].rem;
+    *eq = s.r[0].eq;
+    return 0;
+}
+
 int gr_select_topk(const float *x, size_t n, size_t k, int threads, gr_topk *out)
 {
     if (k > n) return gr_seterr(GR_EINVAL, "select: k = %zu exceeds the %zu elements", k, n);
@@ -393,24 +524,22 @@ int gr_select_topk(const float *x, size_t n, size_t k, int threads, gr_topk *out
         out->tie_end = n;
         return 0;
     }
-    gr_gsel s;
-    uint64_t rank = k - 1;
-    int rc = select_ranks(x, n, &rank, 1, GR_SEL_ABS, threads, &s);
+    uint64_t rem, eq;
+    int rc = select_one(x, n, k - 1, GR_SEL_ABS, threads, &out->key, &rem, &eq);
     if (rc) return rc;
-    out->key = s.r[0].prefix;
-    uint64_t need = s.r[0].rem + 1; /* tied elements to take */
-    out->tie_end = need == s.r[0].eq ? n : tie_end_of(x, n, out->key, need, threads);
+    uint64_t need = rem + 1; /* tied elements to take */
+    out->tie_end = need == eq ? n : tie_end_of(x, n, out->key, need, threads);
     return 0;
 }
 
 int gr_select_kth(const float *x, size_t n, size_t j, int mode, int threads, float *out)
 {
     if (j >= n) return gr_seterr(GR_EINVAL, "select: rank %zu out of range (%zu elements)", j, n);
-    gr_gsel s;
-    uint64_t rank = (uint64_t)(n - 1 - j);
-    int rc = select_ranks(x, n, &rank, 1, mode, threads, &s);
+    uint32_t key;
+    uint64_t rem, eq;
+    int rc = select_one(x, n, (uint64_t)(n - 1 - j), mode, threads, &key, &rem, &eq);
     if (rc) return rc;
-    *out = gr_sel_key_to_float(s.r[0].prefix, mode);
+    *out = gr_sel_key_to_float(key, mode);
     return 0;
 }
 

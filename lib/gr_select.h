@@ -80,6 +80,9 @@ typedef struct gr_gsel gr_gsel;
 #define GR_GSEL_MAX_RANKS 4
 
 gr_gsel *gr_gsel_new(int mode, int threads);
+/* The same for a total known to be below 2^20 elements (e.g. one small
+ * tensor): 11-bit digits, three passes, 2 Ki counters instead of 64 Ki. */
+gr_gsel *gr_gsel_new_small(int mode, int threads);
 void gr_gsel_destroy(gr_gsel **s);
 /* Adds x[0..n) to the current pass. */
 int gr_gsel_feed(gr_gsel *s, const float *x, size_t n);
