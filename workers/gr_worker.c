@@ -459,6 +459,18 @@ static int materialize_cb(void *ud, const char *param, const char *ref, char **r
     return 0;
 }
 
+/* Puts a small blob unless it is already there (metrics repeat a lot: the
+ * same op with the same result) — saves the fsyncs of a put. */
+static int put_small_blob(gr_cas *cas, const char *text, char id[GR_ID_SZ])
+{
+    uint8_t d[GR_SHA256_LEN];
+    int rc = gr_sha256_buf(text, strlen(text), d);
+    if (rc) return rc;
+    gr_sha256_id(d, id);
+    if (gr_cas_has(cas, id) == 1) return 0;
+    return gr_cas_put_buf(cas, text, strlen(text), id);
+}
+
 static void *compute_main(void *arg)
 {
     gr_worker *w = arg;
@@ -503,7 +515,7 @@ static void *compute_main(void *arg)
     };
     if ((rc = gr_worker_exec(&e, &metrics))) goto out;
     if ((rc = gr_cas_ingest_tree(w->cas, outdir, w->r_out))) goto out;
-    if ((rc = gr_cas_put_buf(w->cas, metrics, strlen(metrics), w->r_metrics_id))) goto out;
+    if ((rc = put_small_blob(w->cas, metrics, w->r_metrics_id))) goto out;
 out:
     w->r_rc = rc;
     if (rc) {
