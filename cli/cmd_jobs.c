@@ -340,14 +340,14 @@ static void on_event(watcher *W, const gr_json *ev)
     if (W->tty) draw(W, 0);
 }
 
-static int send_watch(gr_client *c, const char *job, int cmd, gr_json **res)
+static int send_watch(gr_client *c, const char *job, int cmd, gr_json **res, int timeout_ms)
 {
     gr_json *body = gr_jsonb_obj();
     if (!body || gr_jsonb_set(body, "job", gr_jsonb_str(job))) {
         gr_json_free(body);
         return GR_ENOMEM;
     }
-    int rc = gr_client_call(c, cmd, body, 0, res);
+    int rc = gr_client_call(c, cmd, body, timeout_ms, res);
     gr_json_free(body);
     return rc;
 }
@@ -357,7 +357,7 @@ int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volati
     watcher W = {.out = out, .tty = isatty(fileno(out)), .t0 = now_s()};
     snprintf(W.job, sizeof W.job, "%s", job);
     gr_json *st = NULL;
-    int rc = send_watch(c, job, GR_CMD_WATCH, &st);
+    int rc = send_watch(c, job, GR_CMD_WATCH, &st, 0);
     if (rc) return cli_fail(rc);
     load_status(&W, st);
     if (!W.tty) plain(&W, "job %s: %s, %zu stages", job, W.state, W.n);
@@ -386,8 +386,9 @@ int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volati
         if ((now_s() - last_heard) * 1000 < WATCH_SILENCE_MS) continue;
         /* quiet: the job may be waiting, or the broker restarted and forgot
          * this watcher; asking again covers both */
-        gr_json *fresh = NULL;
-        if (send_watch(c, job, GR_CMD_WATCH, &fresh) == 0) {
+        gr_json *fresh = NULL, *u = NULL;
+        if (send_watch(c, job, GR_CMD_UNWATCH, &u, 2000) == 0) gr_json_free(u); /* no duplicate */
+        if (send_watch(c, job, GR_CMD_WATCH, &fresh, 2000) == 0) {
             gr_json_free(st);
             st = fresh;
             load_status(&W, st);
@@ -404,7 +405,7 @@ int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volati
     if (!result) {
         /* the final status, so callers print what STATUS would */
         gr_json *fin = NULL;
-        if (send_watch(c, job, GR_CMD_STATUS, &fin) == 0) {
+        if (send_watch(c, job, GR_CMD_STATUS, &fin, 0) == 0) {
             gr_json_free(st);
             st = fin;
             load_status(&W, st);
@@ -416,7 +417,7 @@ int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volati
         result = !strcmp(W.state, "done") ? 0 : 1;
         /* stop the event stream */
         gr_json *u = NULL;
-        send_watch(c, job, GR_CMD_UNWATCH, &u);
+        send_watch(c, job, GR_CMD_UNWATCH, &u, 2000);
         gr_json_free(u);
     }
     if (final)

@@ -20,6 +20,10 @@ wait_workers 3
   echo "  join: {op: echo, inputs: [a6, b, long]}"
 } >"$T/p.yaml"
 J=$("$G" submit "$T/p.yaml")
+# a watcher that has to live through the restart
+"$G" watch "$J" >"$T/watch.out" 2>&1 &
+WATCH=$!
+PIDS+=("$WATCH")
 sleep 1.2
 check_py "$J" 'st["state"] == "running" and any(s["state"] == "running" for s in st["stages"])' \
   "job mid-way before the kill"
@@ -36,4 +40,7 @@ $PY -c '
 import json, sys
 p = json.load(open(sys.argv[1]))
 assert len(p["inputs"]) == 8, p' "$T/join/params.json" || fail "join inputs"
-echo "ok: broker SIGKILL + restart, job done, no stage lost"
+for _ in $(seq 150); do kill -0 "$WATCH" 2>/dev/null || break; sleep 0.1; done
+wait "$WATCH" || fail "graft watch across the restart exited $?: $(tail -5 "$T/watch.out")"
+tail -1 "$T/watch.out" | grep -q "job $J: done" || fail "watch output: $(tail -5 "$T/watch.out")"
+echo "ok: broker SIGKILL + restart, job done, no stage lost, watch followed it"
