@@ -63,8 +63,9 @@ void gr_nbody_set_observer(gr_nbody *nb, gr_nbody_observer fn, void *ud);
  * shortened to land on it) with time-step parameter mu. Returns 0;
  * GR_EINVAL when mu is not finite and > 0 (message names "mu") or t_end is
  * before the current time or not finite; GR_ESTATE when the step collapses
- * (a collision: dt below 1e-13 of the time scale) or the state stops being
- * finite, with the state left at the last good step; GR_ECANCEL. */
+ * (a collision: dt so small that t + dt == t in double precision) or the
+ * state stops being finite, with the state left at the last good step;
+ * GR_ECANCEL. */
 int gr_nbody_evolve(gr_nbody *nb, double t_end, double mu);
 /* The step the current rule would take now for parameter mu (before any
  * shortening to t_end); NAN when mu is not finite and > 0. */

@@ -36,7 +36,8 @@ int gr_svg_ylabel(gr_svg_plot *p, const char *label);
 void gr_svg_xlog(gr_svg_plot *p, int on);
 void gr_svg_ylog(gr_svg_plot *p, int on);
 /* Fixes an axis range; pass NAN for either end to keep it automatic. On a log
- * axis the fixed ends must be > 0. Returns GR_EINVAL when lo >= hi. */
+ * axis an end <= 0 cannot be drawn and is left automatic. Returns GR_EINVAL
+ * when lo >= hi or an end is infinite. */
 int gr_svg_xrange(gr_svg_plot *p, double lo, double hi);
 int gr_svg_yrange(gr_svg_plot *p, double lo, double hi);
 /* Same scale on both axes (one data unit is as long in x as in y), the
