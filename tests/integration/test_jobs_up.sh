@@ -34,6 +34,13 @@ printf 'stages:\n  a: {op: echo, v: 1}\n  b: {op: sleep, seconds: 0.2, input: a}
 J=$("$G" submit "$T/p.yaml")
 [ "$(wait_job "$J" 30)" = done ] || fail "job under graft up"
 
+# graft run uses the running cluster (and leaves it running); its --json
+# output ends with exactly what `graft status JOB --json` prints
+"$G" run "$T/p.yaml" --json >"$T/run.json" 2>"$T/run.err" || fail "graft run on graft up: $(cat "$T/run.err")"
+RJ=$(tail -1 "$T/run.json" | jq_ .job)
+[ "$(tail -1 "$T/run.json")" = "$("$G" status "$RJ" --json)" ] || fail "run --json differs from status --json"
+kill -0 "$UP" || fail "graft run stopped graft up"
+
 # a second graft up on the same state directory is refused
 set +e
 "$G" up --state "$ST" >/dev/null 2>"$T/up2.err"

@@ -322,6 +322,10 @@ static void test_errors(void)
                    "parameter 'times' must be an integer");
     CHECK_CONTAINS(err_of("stages:\n  s: {op: echo, inputs: a}\n"),
                    "t.yaml:2: stage 's': echo: parameter 'inputs' must be a list");
+    /* missing required parameter (fetch needs url) */
+    if (gr_op_find("fetch"))
+        CHECK_CONTAINS(err_of("stages:\n  f: {op: fetch}\n"),
+                       "t.yaml:2: stage 'f': fetch: missing required parameter 'url'");
     /* missing reference */
     CHECK_CONTAINS(err_of("stages:\n  a: {op: echo}\n  b: {op: echo, inputs: [a, c]}\n"),
                    "t.yaml:3: stage 'b': parameter 'inputs' names 'c', which is neither a stage");
