@@ -10,6 +10,7 @@
 #include "gr_wire.h"
 
 #include <cblas.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -226,6 +227,32 @@ static void *open_socket(gr_worker *w)
     return s;
 }
 
+/* Removes work directories that workers on this host left when they died
+ * (named <host>-<pid>-XXXXXX under <store>/work; the pid is no longer
+ * alive). Other hosts' directories on a shared store are left alone. */
+static void sweep_work(gr_worker *w)
+{
+    char *root = gr_fs_join(gr_cas_root(w->cas), "work");
+    DIR *d = root ? opendir(root) : NULL;
+    size_t hl = strlen(w->host);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, w->host, hl) || e->d_name[hl] != '-') continue;
+        char *end;
+        long pid = strtol(e->d_name + hl + 1, &end, 10);
+        if (pid <= 0 || *end != '-' || pid == getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char *dead = gr_fs_join(root, e->d_name);
+        if (dead) {
+            GR_INFO(comp, "removing %s, left by a worker that died", dead);
+            gr_fs_rmrf(dead);
+        }
+        free(dead);
+    }
+    if (d) closedir(d);
+    free(root);
+}
+
 gr_worker *gr_worker_new(const gr_worker_opts *o)
 {
     if (!o || !o->broker || !*o->broker) {
@@ -286,6 +313,7 @@ gr_worker *gr_worker_new(const gr_worker_opts *o)
     /* store */
     if (!(w->store = gr_cas_default_root(o->store))) goto fail;
     if (!(w->cas = gr_cas_open(w->store))) goto fail;
+    sweep_work(w);
     w->threads = gr_worker_set_threads(o->threads);
     if (pipe2(w->wake, O_CLOEXEC | O_NONBLOCK)) {
         gr_seterr(GR_EIO, "pipe: %s", strerror(errno));

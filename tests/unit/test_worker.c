@@ -15,6 +15,7 @@
 #include "gr_worker.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -224,9 +225,21 @@ static void test_runtime(void)
                         .threads = 1,
                         .heartbeat_ms = HB_MS,
                         .liveness = 3};
+    /* a work directory left by a dead worker on this host is swept at start;
+     * one of a live process (ours) is not */
+    char host[256] = "localhost", dead[4200], live[4200];
+    gethostname(host, sizeof host - 1);
+    snprintf(dead, sizeof dead, "%s/work/%s-%d-abcdef/out", store, host, 999999);
+    snprintf(live, sizeof live, "%s/work/%s-%d-abcdef", store, host, (int)getppid());
+    gr_fs_mkdirs(dead, 0755, 0);
+    gr_fs_mkdirs(live, 0755, 0);
+    int dead_pid_free = kill(999999, 0) != 0;
     g_w = gr_worker_new(&o);
     CHECK_MSG(g_w != NULL, "%s", gr_errmsg());
     if (!g_w) return;
+    if (dead_pid_free) CHECK(!gr_fs_exists(dead));
+    CHECK(gr_fs_exists(live));
+    gr_fs_rmrf(live);
     pthread_t th;
     pthread_create(&th, NULL, run_worker, NULL);
 
