@@ -5,6 +5,7 @@
 #include "gr_err.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,10 @@ static int parse_number(jparser *P, gr_json *j)
     memcpy(txt, start, n);
     txt[n] = 0;
     j->num = strtod(txt, NULL);
+    if (!isfinite(j->num)) {
+        free(heap);
+        return jfail(P, "number out of range");
+    }
     if (is_int) {
         errno = 0;
         long long v = strtoll(txt, NULL, 10);

@@ -358,7 +358,7 @@ static void test_resume_and_corruption(void)
     gr_json_free(r.metrics);
     /* ... but not beyond the budget */
     reset_stats();
-    r = run_fetch("{\"url\":\"hf://org/flaky\",\"backoff\":0.01,\"retries\":1}", out, 0);
+    r = run_fetch("{\"url\":\"hf://org/flaky\",\"backoff\":0.01,\"http_retries\":1}", out, 0);
     CHECK(r.rc == GR_ENET);
     CHECK_CONTAINS(r.err, "HTTP 503");
     CHECK(gr_err_retryable(r.rc));
@@ -419,7 +419,7 @@ static void test_errors_by_name(void)
     /* nothing listening: a retryable network error after the retries */
     snprintf(tok, sizeof tok, "http://127.0.0.1:%d", 1);
     setenv("HF_ENDPOINT", tok, 1);
-    r = run_fetch("{\"url\":\"hf://org/model\",\"retries\":1,\"backoff\":0.01}", out, 0);
+    r = run_fetch("{\"url\":\"hf://org/model\",\"http_retries\":1,\"backoff\":0.01}", out, 0);
     CHECK(r.rc == GR_ENET);
     CHECK_CONTAINS(r.err, "127.0.0.1");
     setenv("HF_ENDPOINT", endpoint, 1);
@@ -608,7 +608,7 @@ static void test_bad_params(void)
         {"{\"url\":\"hf://org/model\",\"sha256\":\"" COMMIT COMMIT "\"}", "64 hex", GR_EINVAL},
         {"{\"url\":\"hf://org/model\",\"include\":5}", "'include' must be", GR_EINVAL},
         {"{\"url\":\"hf://org/model\",\"include\":[]}", "names no pattern", GR_EINVAL},
-        {"{\"url\":\"hf://org/model\",\"retries\":-1}", "'retries'", GR_EINVAL},
+        {"{\"url\":\"hf://org/model\",\"http_retries\":-1}", "'http_retries'", GR_EINVAL},
         {"{\"url\":\"hf://org/model\",\"color\":1}", "unknown parameter 'color'", GR_EINVAL},
         {"{}", "missing required parameter 'url'", GR_EINVAL},
         {"{\"url\":\"file://relative/x\"}", "absolute path", GR_EINVAL},

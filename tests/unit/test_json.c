@@ -35,7 +35,7 @@ static void test_rejects(void)
     const char *bad[] = {"",          "{",           "{\"a\":1,}",  "[1,]",        "01",
                          "1.",        "-",           "\"\\x\"",     "\"\x01\"",    "\"\xff\"",
                          "\"\xc0\xaf\"", "\"\\ud800\"", "{\"a\":1,\"a\":2}", "[1] 2", "nul",
-                         "{1:2}",     "\"\xed\xa0\x80\"", "[1]\0"};
+                         "{1:2}",     "\"\xed\xa0\x80\"", "21e555", "-1e400", "[1]\0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         size_t n = i == sizeof bad / sizeof bad[0] - 1 ? 4 : strlen(bad[i]);
         gr_json *j = gr_json_parse(bad[i], n, "t.json");

@@ -41,7 +41,7 @@ static const gr_param fetch_params[] = {
      "default *.safetensors, *.json, tokenizer*, *.model, *.txt"},
     {"revision", GR_P_STR, 0, "branch, tag or commit for hf:// (default main)"},
     {"sha256", GR_P_STR, 0, "expected sha256 of a single fetched file"},
-    {"retries", GR_P_INT, 0, "attempts after a transient failure without progress (default 5)"},
+    {"http_retries", GR_P_INT, 0, "attempts after a transient failure without progress (default 5)"},
     {"backoff", GR_P_NUM, 0, "seconds before the first retry, doubling (default 1)"},
     {"timeout", GR_P_INT, 0, "seconds without data before a connection is retried (default 60)"},
     {NULL, 0, 0, NULL},
@@ -993,9 +993,9 @@ static int parse_params(fetch *f)
                              sha);
         gr_sha256_hex(d, f->sha_param);
     }
-    if ((rc = gr_op_int(f->ctx, "retries", FETCH_DEFAULT_RETRIES, &f->retries))) return rc;
+    if ((rc = gr_op_int(f->ctx, "http_retries", FETCH_DEFAULT_RETRIES, &f->retries))) return rc;
     if (f->retries < 0 || f->retries > 100)
-        return gr_seterr(GR_EINVAL, "fetch: parameter 'retries' = %" PRId64 ": must be in [0, 100]",
+        return gr_seterr(GR_EINVAL, "fetch: parameter 'http_retries' = %" PRId64 ": must be in [0, 100]",
                          f->retries);
     if ((rc = gr_op_num(f->ctx, "backoff", FETCH_DEFAULT_BACKOFF, &backoff))) return rc;
     if (!(backoff >= 0 && backoff <= 600))
