@@ -17,6 +17,12 @@
 #include <omp.h>
 #endif
 
+/* `omp simd` asks for vectorisation; unoptimised (sanitizer) builds cannot
+ * honour it, which clang reports as a warning. */
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
 #define BLK            2048 /* reduction block; multiple of 4 (Philox boundary) */
 #define CB             512  /* combine block: k + 4 rows of CB floats stay in L1/L2 */
 #define SLERP_DOT_MAX  0.9995
@@ -234,6 +240,7 @@ static int nthreads(int threads, size_t n)
 static void to_deltas(const float *base, float *const *in, size_t k, size_t n, int threads)
 {
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
     for (size_t i = 0; i < k; i++) {
         float *d = in[i];
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -244,6 +251,7 @@ static void to_deltas(const float *base, float *const *in, size_t k, size_t n, i
 static void to_models(const float *base, float *x, size_t n, int threads)
 {
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t j = 0; j < n; j++) x[j] += base[j];
 }
@@ -465,6 +473,7 @@ static int linear_merge(const gr_merge_opts *o, const gr_merge_tinfo *t, const f
                          t->name ? t->name : "?");
     const size_t n = t->n;
     int nt = nthreads(o->threads, n);
+    (void)nt; /* unused when built without OpenMP */
     enum { MAXK = 64 };
     float wbuf[MAXK], *w = k <= MAXK ? wbuf : malloc(k * sizeof *w);
     if (!w) return gr_seterr(GR_ENOMEM, "merge: out of memory");
@@ -490,6 +499,7 @@ static int gram(const float *const *a, size_t m, size_t n, int threads, double *
     double *part = calloc((nb ? nb : 1) * np, sizeof *part);
     if (!part) return gr_seterr(GR_ENOMEM, "merge: out of memory");
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * BLK, hi = lo + BLK < n ? lo + BLK : n;
@@ -558,6 +568,7 @@ static int slerp_merge(const gr_merge_opts *o, const gr_merge_tinfo *t, const fl
     }
     slerp_coef(o->t, g, &s0, &s1);
     int nt = ref ? 1 : nthreads(o->threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t j = 0; j < n; j++) out[j] = (float)(s0 * base[j] + s1 * v1[j]);
     return 0;
@@ -601,6 +612,7 @@ static int stock_merge(const gr_merge_opts *o, const gr_merge_tinfo *t, const fl
     free(g);
     if (rc) return rc;
     int nt = ref ? 1 : nthreads(o->threads, n);
+    (void)nt; /* unused when built without OpenMP */
     const double scale = tt / (double)k;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t j = 0; j < n; j++) {
@@ -843,6 +855,7 @@ int gr_pcb_global_apply(gr_pcb_global *g, const float *base, const float *const 
     if (g->stage != P_READY)
         return gr_seterr(GR_ESTATE, "merge: pcb: apply before the global passes finished");
     int nt = nthreads(g->threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t j = 0; j < n; j++) out[j] = (float)(base[j] + lambda * pcb_entry(g, d, j));
     return 0;

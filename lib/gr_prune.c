@@ -14,6 +14,12 @@
 #include <omp.h>
 #endif
 
+/* `omp simd` asks for vectorisation; unoptimised (sanitizer) builds cannot
+ * honour it, which clang reports as a warning. */
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
+
 /* Elements per block of the element-wise loops: a multiple of 4 so every
  * block starts on a Philox boundary; also the unit of the deterministic
  * reductions (partial sums per block, added in block order). */
@@ -163,6 +169,7 @@ static int norms(const float *x, size_t n, int threads, double *l1, double *l2sq
     double *part = malloc((nb ? nb : 1) * 3 * sizeof *part);
     if (!part) return gr_seterr(GR_ENOMEM, "prune: out of memory");
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t b = 0; b < nb; b++) {
         size_t lo = b * BLK, hi = lo + BLK < n ? lo + BLK : n;
@@ -268,6 +275,7 @@ static void apply_window(float *x, size_t n, const gr_topk *hi, const gr_topk *l
 {
     size_t nb = (n + BLK - 1) / BLK;
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t b = 0; b < nb; b++) {
         size_t a = b * BLK, len = a + BLK < n ? BLK : n - a;
@@ -279,6 +287,7 @@ static void apply_window(float *x, size_t n, const gr_topk *hi, const gr_topk *l
 static void scale_all(float *x, size_t n, float f, int threads)
 {
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) x[i] *= f;
 }
@@ -635,6 +644,7 @@ static int window_l1(gr_gtopk *hi, gr_gtopk *lo, const float *x, size_t n, int t
     double *part = malloc((nb ? nb : 1) * sizeof *part);
     if (!part) return gr_seterr(GR_ENOMEM, "prune: out of memory");
     int nt = nthreads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t b = 0; b < nb; b++) {
         size_t a0 = b * BLK, a1 = a0 + BLK < n ? a0 + BLK : n;

@@ -320,6 +320,7 @@ static void count_gt_eq(const float *x, size_t n, uint32_t key, int threads, uin
 {
     uint64_t g = 0, e = 0;
     int nt = clamp_threads(threads, n);
+    (void)nt; /* unused when built without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : g, e)
     for (size_t i = 0; i < n; i++) {
         uint32_t a = gr_sel_abskey(x[i]);
