@@ -1,6 +1,30 @@
 /* gr_merge: merge kernels for one tensor at a time (linear, task arithmetic,
  * the TIES/DARE/breadcrumbs/DELLA family, slerp, PCB, model stock) on fp32
- * buffers. Semantics: reference/merge-methods.md, "Merge methods". */
+ * buffers. Semantics: reference/merge-methods.md, "Merge methods".
+ *
+ * Where graft deliberately differs from mergekit (v0.1.x):
+ *  - random masks come from Philox keyed by (seed, tensor, model index,
+ *    element): reproducible on any machine and thread count, not torch's;
+ *  - dare rescales by 1/d by default (the paper); rescale l1 gives
+ *    mergekit's 2025 behaviour; della by 1/p (paper), l1 on request;
+ *  - breadcrumbs with n_top = 0 keeps the n_keep largest (mergekit zeroes
+ *    the tensor through a slicing accident);
+ *  - magnitude with floor(d n) = 0 keeps nothing (mergekit asserts);
+ *  - top-k ties are broken by lower index (torch's argsort order is
+ *    unspecified); della ranks ties the same way;
+ *  - della ranks within the last dimension for every tensor (mergekit uses
+ *    dim 1, which is the same for the 1-D and 2-D tensors of LLMs); a row
+ *    of one element gets r = 1/2, i.e. p = d (mergekit fails on scalars);
+ *  - model_stock fails when |1 + (N-1) cos| < 1e-6 instead of returning
+ *    an exploding t;
+ *  - ties elects + on a sign tie and divides by the kept weights
+ *    (mergekit); the TIES paper's code trims model-wide (scope global:
+ *    gr_prune_global), breaks sign ties by the model-wide majority and
+ *    divides by the number of kept entries (the same with unit weights);
+ *  - pcb follows the PCB paper (clip, exp/tanh balance, top-r, min-max);
+ *    mergekit's pcb is a different softmax variant. A constant row
+ *    min-max-normalises to 0, and S = 0 when the kept scores are all equal
+ *    (the paper's code divides 0 by 0 there). */
 #ifndef GR_MERGE_H
 #define GR_MERGE_H
 

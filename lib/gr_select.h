@@ -43,10 +43,16 @@ static inline int gr_topk_has(const gr_topk *t, float x, size_t i)
     return a > t->key || (a == t->key && i < t->tie_end);
 }
 
-/* Exact top-k of x[0..n) by magnitude, k <= n, in O(n) time: two or three
- * counting passes over x plus, when the k-th magnitude is tied, one scan to
- * place tie_end. Extra memory: per-thread histograms only (x is not copied).
- * threads <= 0 means one. Returns 0, or GR_EINVAL if k > n, GR_ENOMEM. */
+/* Exact top-k of x[0..n) by magnitude, k <= n, in O(n) time. Large arrays
+ * (>= 64 Ki): a stratified sample brackets the k-th magnitude, one pass
+ * counts the elements above the bracket and gathers those inside it (a few
+ * per cent of n), and radix selection finishes on them; if the sample
+ * misleads or the bracket overflows (heavy ties) the full radix passes run
+ * instead (two or three counting passes over x). A scan places tie_end only
+ * when the k-th magnitude is tied and not all ties are selected. Extra
+ * memory: at most n/8 floats and per-thread histograms. threads <= 0 means
+ * one; the result never depends on it. Returns 0, or GR_EINVAL if k > n,
+ * GR_ENOMEM. */
 int gr_select_topk(const float *x, size_t n, size_t k, int threads, gr_topk *out);
 /* Reference: the same result from a full O(n log n) sort of (|x|, index). */
 int gr_select_topk_ref(const float *x, size_t n, size_t k, gr_topk *out);

@@ -536,6 +536,33 @@ static void test_bad_params(void)
     CHECK_CONTAINS(gr_errmsg(), "rescale 'inverse'");
 }
 
+/* Zero-element tensors (shape [0]) merge to nothing, for every method. */
+static void test_empty(void)
+{
+    static const char *const methods[] = {
+        "linear",      "task_arithmetic",  "ties",  "dare_ties",    "dare_linear",
+        "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "slerp",
+        "pcb",         "model_stock"};
+    float base[1] = {7}, a[1] = {1}, b[1] = {2}, out[1] = {-1};
+    float *in[2] = {a, b};
+    gr_merge_model m[2];
+    gr_merge_model_init(&m[0], 0);
+    gr_merge_model_init(&m[1], 1);
+    m[0].density = m[1].density = 0.5;
+    gr_merge_tinfo t = {"empty", 0, 0};
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+        gr_merge_opts o;
+        CHECK(gr_merge_opts_init(&o, methods[i]) == 0);
+        o.t = 0.5, o.threads = 2;
+        size_t k = i == 9 ? 1 : 2;
+        CHECK_MSG(gr_merge_tensor(&o, &t, base, in, GR_MERGE_IN_MODELS, m, k, out) == 0, "%s: %s",
+                  methods[i], gr_errmsg());
+        CHECK_MSG(gr_merge_tensor_ref(&o, &t, base, in, GR_MERGE_IN_MODELS, m, k, out) == 0,
+                  "%s (reference): %s", methods[i], gr_errmsg());
+        CHECK(out[0] == -1.0f && a[0] == 1.0f);
+    }
+}
+
 /* model_stock with anti-parallel deltas cannot form t. */
 static void test_stock_degenerate(void)
 {
@@ -570,6 +597,7 @@ int main(int argc, char **argv)
     RUN(test_pcb_global);
     RUN(test_bad_params);
     RUN(test_stock_degenerate);
+    RUN(test_empty);
     RUN(test_against_numpy);
     TEST_MAIN_END();
 }
