@@ -3,6 +3,7 @@
 #include "gr_prune.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -410,6 +411,15 @@ static int check_shape(const gr_prune_params *p, const char *name, size_t n, siz
     return 0;
 }
 
+/* Parameter and shape checks, messages naming the tensor. */
+static int check_tensor(const gr_prune_params *p, const char *name, size_t n, size_t row_len)
+{
+    char what[256];
+    snprintf(what, sizeof what, "prune: tensor '%s'", name ? name : "?");
+    int rc = gr_prune_check(p, what);
+    return rc ? rc : check_shape(p, name, n, row_len);
+}
+
 static void fill_stats(gr_prune_stats *st, size_t n, double l1b, double l2b, double l1a, double l2a,
                        uint64_t nnz)
 {
@@ -429,8 +439,7 @@ static float l1_factor(double before, double after)
 int gr_prune_tensor(const gr_prune_params *p, const char *name, float *x, size_t n, size_t row_len,
                     uint64_t rng_key, int threads, gr_prune_stats *stats)
 {
-    int rc = gr_prune_check(p, "prune");
-    if (!rc) rc = check_shape(p, name, n, row_len);
+    int rc = check_tensor(p, name, n, row_len);
     if (rc) return rc;
     gr_rescale rs = gr_prune_rescale_of(p);
     double l1b = 0, l2b = 0, l1a, l2a;
@@ -504,8 +513,7 @@ static int cmp_mag_desc(const void *a, const void *b)
 int gr_prune_tensor_ref(const gr_prune_params *p, const char *name, float *x, size_t n,
                         size_t row_len, uint64_t rng_key, gr_prune_stats *stats)
 {
-    int rc = gr_prune_check(p, "prune");
-    if (!rc) rc = check_shape(p, name, n, row_len);
+    int rc = check_tensor(p, name, n, row_len);
     if (rc) return rc;
     gr_rescale rs = gr_prune_rescale_of(p);
     double l1b, l2b, l1a, l2a;

@@ -487,6 +487,7 @@ static void test_bad_params(void)
     p.density = 0;
     CHECK(gr_prune_tensor(&p, "w", x, 6, 6, 0, 1, NULL) == GR_EINVAL);
     CHECK_CONTAINS(gr_errmsg(), "density = 0 must be in (0, 1]");
+    CHECK_CONTAINS(gr_errmsg(), "prune: tensor 'w': dare:");
     p.density = 1.01;
     CHECK(gr_prune_tensor(&p, "w", x, 6, 6, 0, 1, NULL) == GR_EINVAL);
     CHECK_CONTAINS(gr_errmsg(), "density = 1.01");
