@@ -28,5 +28,6 @@ int cmd_up(int argc, char **argv);      /* cmd_up.c */
 int cmd_run(int argc, char **argv);     /* cmd_up.c */
 int cmd_exec(int argc, char **argv);    /* cmd_exec.c */
 int cmd_merge(int argc, char **argv);   /* cmd_merge.c */
+int cmd_tensors(int argc, char **argv); /* cmd_tensors.c */
 
 #endif

@@ -10,6 +10,7 @@ static const cli_cmd commands[] = {
     {"put", cmd_put, "put [--store DIR] PATH...           import files or directories; prints ids"},
     {"get", cmd_get, "get ID -o PATH [--force] [--copy]    export a blob or tree from the store"},
     {"store", cmd_store, "store verify [--gc] [--quarantine] | path ID | root"},
+    {"tensors", cmd_tensors, "tensors inspect|stats PATH [--json] | diff A B [--atol X]"},
     {"up", cmd_up, "up [--workers N] [--redis URL] [--state DIR]   start Redis, broker and workers"},
     {"run", cmd_run, "run PIPELINE.yaml [--set k=v] [--json]   up if needed, submit, watch, print"},
     {"submit", cmd_submit, "submit PIPELINE.yaml [--set k=v] [--no-cache]   prints the job id"},
