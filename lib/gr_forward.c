@@ -5,8 +5,22 @@
 
 #include <cblas.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
+
+/* The element-wise kernels below are written so that GCC vectorises them:
+ * comparisons may be if-converted (graft never unmasks floating-point
+ * traps), and the hot ones are also compiled for AVX2, picked at run time.
+ * Neither changes what is computed. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
 
 /* Queries per attention block: scores for a block only reach the keys up to
  * its last query, so the causal upper triangle is mostly skipped. */
@@ -25,9 +39,7 @@ struct gr_fwd {
     float *qkv; /* (N, W) q | k | v */
     float *att; /* (N, Q) attention output, heads side by side */
     float *mlp; /* (N, U) gate | up (llama) or fc (gpt2) */
-    float *qg;  /* (g*QBLOCK, hd) queries of one head group */
-    float *s;   /* (g*QBLOCK, max_t) scores / probabilities */
-    float *og;  /* (g*QBLOCK, hd) attention output of one head group */
+    float *s;   /* (threads, QBLOCK, max_t) scores / probabilities per thread */
     float *lg;  /* (lg_rows, V) logits chunk */
     int lg_rows;
     float *cos_t, *sin_t; /* (max_t, hd/2) rotary tables */
@@ -48,6 +60,33 @@ static float act_f(gr_act a, float x)
         return x > 0 ? x : 0;
     }
     return x;
+}
+
+/* e^x in fp32 for the fast path, within about 2 ulp of expf (degree-6
+ * polynomial on [-ln2/2, ln2/2] scaled by 2^n), 0 below -87.3, finite above
+ * 88.7. Plain arithmetic without calls or branches, so `omp simd` loops over
+ * it vectorise; the reference path keeps libm. */
+static inline float exp_fast(float x)
+{
+    const float lo = -87.3f, hi = 88.7f;
+    const float under = x < lo ? 0.0f : 1.0f;
+    x = x < lo ? lo : x > hi ? hi : x;
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick (exact for |n| < 2^22) */
+    const float shift = 12582912.0f;
+    const float n = (x * 1.44269504088896341f + shift) - shift;
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 split: hi + lo */
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        uint32_t u;
+        float f;
+    } scale = {.u = (uint32_t)((int32_t)n + 127) << 23};
+    return p * scale.f * under;
 }
 
 /* y = norm(x) for one row of n: RMSNorm (b == NULL) or LayerNorm. */
@@ -81,14 +120,51 @@ static void rope_vec(float *v, const float *cs, const float *sn, int hd)
     }
 }
 
-/* log p(target) from one row of logits; max and sum of exponentials in double. */
-static double logp_row(const float *l, int V, int target)
+/* log p(target) from one row of logits (reference: libm in double). */
+static double logp_row_ref(const float *l, int V, int target)
+{
+    double mx = l[0], s = 0;
+    for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    for (int i = 0; i < V; i++) s += exp(l[i] - mx);
+    return (double)l[target] - mx - log(s);
+}
+
+/* The same with exp_fast, summed in double. */
+VEC_CLONES static double logp_row(const float *l, int V, int target)
 {
     float mx = l[0];
     for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-    double s = 0;
-    for (int i = 0; i < V; i++) s += expf(l[i] - mx);
-    return (double)l[target] - mx - log(s);
+    double acc = 0;
+#ifdef _OPENMP
+#pragma omp simd reduction(+ : acc)
+#endif
+    for (int i = 0; i < V; i++) acc += exp_fast(l[i] - mx);
+    return (double)l[target] - mx - log(acc);
+}
+
+/* x[0..n) = softmax(x[0..n)), n >= 1. */
+VEC_CLONES static void softmax_vec(float *x, int n)
+{
+    float mx = x[0], acc = 0;
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+#ifdef _OPENMP
+#pragma omp simd reduction(+ : acc)
+#endif
+    for (int i = 0; i < n; i++) acc += x[i] = exp_fast(x[i] - mx);
+    const float inv = 1.0f / acc;
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* g[i] = silu(g[i]) * u[i] (SwiGLU), with exp_fast. */
+VEC_CLONES static void silu_mul_vec(float *g, const float *u, int n)
+{
+#ifdef _OPENMP
+#pragma omp simd
+#endif
+    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
 }
 
 static float attn_scale(const gr_model_cfg *c, int layer)
@@ -145,7 +221,7 @@ gr_fwd *gr_fwd_new(const gr_model *m, int max_rows, int threads)
     f->V = c->vocab;
     /* Every dimension is capped at 2^20 by gr_model_cfg_parse; row counts are
      * ints, so each product below fits in size_t on a 64-bit machine. */
-    const size_t N = (size_t)max_rows, gq = (size_t)f->g * QBLOCK;
+    const size_t N = (size_t)max_rows;
     f->lg_rows = (int)(LOGIT_CHUNK_BYTES / sizeof(float) / (size_t)f->V);
     if (f->lg_rows < 1) f->lg_rows = 1;
     if (f->lg_rows > max_rows) f->lg_rows = max_rows;
@@ -154,12 +230,9 @@ gr_fwd *gr_fwd_new(const gr_model *m, int max_rows, int threads)
     f->qkv = malloc(N * (size_t)f->W * sizeof(float));
     f->att = malloc(N * (size_t)f->Q * sizeof(float));
     f->mlp = malloc(N * (size_t)f->U * sizeof(float));
-    f->qg = malloc(gq * (size_t)f->hd * sizeof(float));
-    f->s = malloc(gq * (size_t)f->max_t * sizeof(float));
-    f->og = malloc(gq * (size_t)f->hd * sizeof(float));
+    f->s = malloc((size_t)f->threads * QBLOCK * (size_t)f->max_t * sizeof(float));
     f->lg = malloc((size_t)f->lg_rows * (size_t)f->V * sizeof(float));
-    if (!f->x || !f->h || !f->qkv || !f->att || !f->mlp || !f->qg || !f->s || !f->og || !f->lg)
-        goto oom;
+    if (!f->x || !f->h || !f->qkv || !f->att || !f->mlp || !f->s || !f->lg) goto oom;
     if (c->rope != GR_ROPE_NONE) {
         const int half = f->hd / 2;
         float *inv = malloc((size_t)half * sizeof *inv);
@@ -195,9 +268,7 @@ void gr_fwd_destroy(gr_fwd **pf)
     free(f->qkv);
     free(f->att);
     free(f->mlp);
-    free(f->qg);
     free(f->s);
-    free(f->og);
     free(f->lg);
     free(f->cos_t);
     free(f->sin_t);
@@ -231,56 +302,52 @@ static void norm_rows(gr_fwd *f, int n, const float *w, const float *b)
 }
 
 /* Causal (optionally sliding-window) attention for all heads of B sequences:
- * qkv (B*T, W) → att (B*T, Q). Per sequence, KV head and block of queries:
- * S = scale·Qg·Kᵀ (g*nq, nk) by sgemm, masked softmax by rows, O = P·V by sgemm. */
+ * qkv (B*T, W) → att (B*T, Q). One task per (sequence, head, block of
+ * queries): S = scale·Q·Kᵀ (nq, nk) by sgemm straight from the strided q and
+ * k columns, masked softmax by rows, O = P·V by sgemm straight into att. The
+ * tasks share out graft's threads, each calling a single-threaded sgemm, so
+ * one pool works at a time and a layer has one synchronisation point. */
 static void attention(gr_fwd *f, int layer, int B, int T)
 {
-    const int hd = f->hd, W = f->W, g = f->g, Q = f->Q;
+    const int hd = f->hd, W = f->W, g = f->g, Q = f->Q, H = f->H;
     const float scale = attn_scale(f->c, layer);
     const int window = layer_window(f->c, layer);
-    for (int b = 0; b < B; b++) {
-        const float *base = f->qkv + (size_t)b * T * W;
-        float *out = f->att + (size_t)b * T * Q;
-        for (int kv = 0; kv < f->KVH; kv++) {
-            const float *K = base + Q + kv * hd;          /* (T, hd), row stride W */
-            const float *Vv = base + Q + f->KV + kv * hd; /* (T, hd), row stride W */
-            for (int q0 = 0; q0 < T; q0 += QBLOCK) {
-                const int nq = T - q0 < QBLOCK ? T - q0 : QBLOCK;
-                const int kend = q0 + nq;
-                const int klo = window && q0 - window + 1 > 0 ? q0 - window + 1 : 0;
-                const int nk = kend - klo, rows = g * nq;
-                for (int j = 0; j < g; j++) /* gather the group's queries: (g*nq, hd) */
-                    for (int i = 0; i < nq; i++)
-                        memcpy(f->qg + ((size_t)j * nq + i) * hd,
-                               base + (size_t)(q0 + i) * W + (size_t)(kv * g + j) * hd,
-                               (size_t)hd * sizeof(float));
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, hd, scale, f->qg, hd,
-                            K + (size_t)klo * W, W, 0.0f, f->s, nk);
+    const int nb = (T + QBLOCK - 1) / QBLOCK, ntask = B * H * nb;
+    openblas_set_num_threads(1);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(static)
+#pragma omp parallel for num_threads(f->threads) schedule(dynamic, 1)
 #endif
-                for (int r = 0; r < rows; r++) {
-                    float *srow = f->s + (size_t)r * nk;
-                    const int t = q0 + r % nq;
-                    const int lo = window && t - window + 1 > klo ? t - window + 1 : klo;
-                    float mx = srow[lo - klo];
-                    for (int u = lo; u <= t; u++) mx = srow[u - klo] > mx ? srow[u - klo] : mx;
-                    float sum = 0;
-                    for (int u = lo; u <= t; u++) sum += srow[u - klo] = expf(srow[u - klo] - mx);
-                    const float inv = 1.0f / sum;
-                    for (int u = klo; u < lo; u++) srow[u - klo] = 0;
-                    for (int u = lo; u <= t; u++) srow[u - klo] *= inv;
-                    for (int u = t + 1; u < kend; u++) srow[u - klo] = 0;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nk, 1.0f, f->s, nk,
-                            Vv + (size_t)klo * W, W, 0.0f, f->og, hd);
-                for (int j = 0; j < g; j++) /* scatter back to (T, Q) */
-                    for (int i = 0; i < nq; i++)
-                        memcpy(out + (size_t)(q0 + i) * Q + (size_t)(kv * g + j) * hd,
-                               f->og + ((size_t)j * nq + i) * hd, (size_t)hd * sizeof(float));
-            }
+    for (int task = 0; task < ntask; task++) {
+#ifdef _OPENMP
+        float *s = f->s + (size_t)omp_get_thread_num() * QBLOCK * f->max_t;
+#else
+        float *s = f->s;
+#endif
+        /* the longest blocks (last queries) first, for balance */
+        const int blk = nb - 1 - task % nb, hh = (task / nb) % H, b = task / (nb * H);
+        const int kv = hh / g; /* grouped-query: heads share a KV head */
+        const float *base = f->qkv + (size_t)b * T * W;
+        const int q0 = blk * QBLOCK, nq = T - q0 < QBLOCK ? T - q0 : QBLOCK, kend = q0 + nq;
+        const int klo = window && q0 - window + 1 > 0 ? q0 - window + 1 : 0, nk = kend - klo;
+        const float *q = base + (size_t)q0 * W + (size_t)hh * hd;              /* (nq, hd) */
+        const float *k = base + (size_t)klo * W + Q + (size_t)kv * hd;         /* (nk, hd) */
+        const float *v = base + (size_t)klo * W + Q + f->KV + (size_t)kv * hd; /* (nk, hd) */
+        float *o = f->att + ((size_t)b * T + q0) * Q + (size_t)hh * hd;        /* (nq, hd) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale, q, W, k, W, 0.0f, s,
+                    nk);
+        for (int r = 0; r < nq; r++) {
+            float *srow = s + (size_t)r * nk;
+            const int t = q0 + r;
+            const int lo = window && t - window + 1 > klo ? t - window + 1 : klo;
+            /* keys [lo, t] are visible; the others get probability 0 */
+            memset(srow, 0, (size_t)(lo - klo) * sizeof(float));
+            softmax_vec(srow + (lo - klo), t - lo + 1);
+            memset(srow + (t + 1 - klo), 0, (size_t)(kend - t - 1) * sizeof(float));
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, s, nk, v, W, 0.0f,
+                    o, Q);
     }
+    openblas_set_num_threads(f->threads);
 }
 
 int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float *logits,
@@ -332,7 +399,9 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
 #endif
         for (int r = 0; r < N; r++) {
             float *row = f->mlp + (size_t)r * U;
-            if (gated)
+            if (gated && act == GR_ACT_SILU)
+                silu_mul_vec(row, row + NI, NI);
+            else if (gated)
                 for (int i = 0; i < NI; i++) row[i] = act_f(act, row[i]) * row[NI + i];
             else
                 for (int i = 0; i < NI; i++) row[i] = act_f(act, row[i]);
@@ -457,7 +526,7 @@ int gr_fwd_ref(const gr_model *m, const int32_t *tokens, int T, float *logits, d
         norm_row(x, w->norm_w, w->norm_b, c->norm_eps, C, h);
         ref_matvec(w->lm_head, NULL, h, C, V, lg);
         if (logits) memcpy(logits + (size_t)t * V, lg, (size_t)V * sizeof(float));
-        if (t < T - 1) logp[t] = logp_row(lg, V, tokens[t + 1]);
+        if (t < T - 1) logp[t] = logp_row_ref(lg, V, tokens[t + 1]);
     }
 done:
     free(kc);

@@ -135,7 +135,9 @@ static int parse_rope(const gr_json *cfg, const char *what, gr_model_cfg *c)
             params = rs;
         }
     }
-    if (!(c->rope_theta > 0)) return gr_seterr(GR_EINVAL, "%s: rope_theta must be positive", what);
+    if (!(c->rope_theta >= 1 && c->rope_theta <= 1e30))
+        return gr_seterr(GR_EINVAL, "%s: rope_theta must be in [1, 1e30] (is %g)", what,
+                         c->rope_theta);
     if (!strcmp(type, "default")) {
         c->rope = GR_ROPE_DEFAULT;
         return 0;
@@ -143,8 +145,8 @@ static int parse_rope(const gr_json *cfg, const char *what, gr_model_cfg *c)
     if (!strcmp(type, "linear")) {
         c->rope = GR_ROPE_LINEAR;
         if ((rc = cfg_num(params, what, "factor", NAN, &c->rope_factor))) return rc;
-        if (!(c->rope_factor > 0))
-            return gr_seterr(GR_EINVAL, "%s: %s.factor must be positive", what, where);
+        if (!(c->rope_factor >= 1e-3 && c->rope_factor <= 1e6))
+            return gr_seterr(GR_EINVAL, "%s: %s.factor must be in [1e-3, 1e6]", what, where);
         return 0;
     }
     if (!strcmp(type, "llama3")) {
@@ -155,11 +157,13 @@ static int parse_rope(const gr_json *cfg, const char *what, gr_model_cfg *c)
             (rc = cfg_num(params, what, "original_max_position_embeddings", NAN,
                           &c->rope_orig_max_pos)))
             return gr_adderr(rc, "%s", where);
-        if (!(c->rope_factor > 0) || !(c->rope_low_freq > 0) ||
-            !(c->rope_high_freq > c->rope_low_freq) || !(c->rope_orig_max_pos > 0))
+        if (!(c->rope_factor >= 1e-3 && c->rope_factor <= 1e6) || !(c->rope_low_freq > 0) ||
+            !(c->rope_high_freq > c->rope_low_freq) || !(c->rope_high_freq <= 1e6) ||
+            !(c->rope_orig_max_pos >= 1 && c->rope_orig_max_pos <= 1e12))
             return gr_seterr(GR_EINVAL,
-                             "%s: %s of type llama3 needs factor > 0, 0 < low_freq_factor < "
-                             "high_freq_factor and original_max_position_embeddings > 0",
+                             "%s: %s of type llama3 needs factor in [1e-3, 1e6], 0 < "
+                             "low_freq_factor < high_freq_factor <= 1e6 and "
+                             "original_max_position_embeddings in [1, 1e12]",
                              what, where);
         return 0;
     }
