@@ -13,7 +13,7 @@
 /* Every parameter of every task (the pipeline layer learns from this table
  * which parameters are inputs); each task accepts only its own subset. */
 static const gr_param evaluate_params[] = {
-    {"task", GR_P_STR, 1, "perplexity | choice | weights | combine"},
+    {"task", GR_P_STR, 1, "perplexity | choice | weights | combine | classify"},
     {"model", GR_P_INPUT, 0, "checkpoint directory (config.json + safetensors), or a delta"},
     {"models", GR_P_INPUTS, 0, "weights: several checkpoints or deltas compared pairwise"},
     {"base", GR_P_INPUT, 0, "weights: base checkpoint subtracted from each model"},
@@ -25,8 +25,17 @@ static const gr_param evaluate_params[] = {
     {"limit", GR_P_INT, 0, "evaluate only the first N windows or items"},
     {"shard", GR_P_STR, 0, "i/n: evaluate the i-th of n slices (join them with task: combine)"},
     {"inputs", GR_P_INPUTS, 0, "combine: the shard stages (or result.json files) to join"},
+    /* classify (train/eval_classify.c): which rows of a CSV data set, transformed how */
+    {"split", GR_P_STR, 0, "classify: rows evaluated: test (default) | train | all"},
+    {"fraction", GR_P_NUM, 0, "classify: share of the rows in the train part (default 0.8)"},
+    {"split_seed", GR_P_INT, 0, "classify: seed of the train/test split and of noise (default 0)"},
+    {"transform", GR_P_STR, 0, "classify: identity | rot90 | rot180 | rot270 | flip | vflip | "
+                               "invert | noise"},
+    {"noise", GR_P_NUM, 0, "classify: noise sd as a fraction of the value range (default 0.25)"},
     {NULL, 0, 0, NULL},
 };
+
+extern const gr_eval_task gr_eval_task_classify; /* train/eval_classify.c */
 
 /* The task table: one line per task. */
 static const gr_eval_task *const tasks[] = {
@@ -34,6 +43,7 @@ static const gr_eval_task *const tasks[] = {
     &gr_eval_task_choice,
     &gr_eval_task_weights,
     &gr_eval_task_combine,
+    &gr_eval_task_classify,
     NULL,
 };
 
