@@ -238,7 +238,8 @@ static void random_block(float *restrict xb, const float *restrict u, int m, flo
 }
 
 /* Keeps x[i] with probability d (u < d), multiplying kept values by scale. */
-static int apply_random(float *x, size_t n, double d, float scale, uint64_t key, int threads)
+static int apply_random(float *x, size_t n, uint64_t first, double d, float scale, uint64_t key,
+                        int threads)
 {
     size_t nb = (n + BLK - 1) / BLK;
     int nt = nthreads(threads, n);
@@ -253,7 +254,7 @@ static int apply_random(float *x, size_t n, double d, float scale, uint64_t key,
 #endif
         float *u = ubuf + (size_t)t * BLK;
         size_t lo = b * BLK, len = lo + BLK < n ? BLK : n - lo;
-        gr_rng_fill_uniform(key, lo, u, len);
+        gr_rng_fill_uniform(key, first + lo, u, len);
         random_block(x + lo, u, (int)len, thr, scale);
     }
     free(ubuf);
@@ -436,6 +437,29 @@ static float l1_factor(double before, double after)
     return (float)(before / after);
 }
 
+/* Factor applied to the kept entries of dare / darex / drop. */
+static float random_scale(const gr_prune_params *p)
+{
+    if (p->method == GR_PRUNE_DAREX) return (float)(1.0 / p->q);
+    if (p->method == GR_PRUNE_DARE && gr_prune_rescale_of(p) == GR_RESCALE_INVERSE)
+        return (float)(1.0 / p->density);
+    return 1.0f;
+}
+
+int gr_prune_chunk(const gr_prune_params *p, const char *name, float *x, size_t n, uint64_t first,
+                   uint64_t rng_key, int threads)
+{
+    int rc = check_tensor(p, name, n, n);
+    if (rc) return rc;
+    if (p->method == GR_PRUNE_NONE || p->density >= 1.0 || n == 0) return 0;
+    if ((p->method != GR_PRUNE_DARE && p->method != GR_PRUNE_DAREX && p->method != GR_PRUNE_DROP) ||
+        gr_prune_rescale_of(p) == GR_RESCALE_L1)
+        return gr_seterr(GR_EINVAL, "prune: tensor '%s': %s%s needs the whole tensor, not a chunk",
+                         name ? name : "?", gr_prune_method_name(p->method),
+                         gr_prune_rescale_of(p) == GR_RESCALE_L1 ? " with rescale l1" : "");
+    return apply_random(x, n, first, p->density, random_scale(p), rng_key, threads);
+}
+
 int gr_prune_tensor(const gr_prune_params *p, const char *name, float *x, size_t n, size_t row_len,
                     uint64_t rng_key, int threads, gr_prune_stats *stats)
 {
@@ -450,15 +474,10 @@ int gr_prune_tensor(const gr_prune_params *p, const char *name, float *x, size_t
         switch (p->method) {
         case GR_PRUNE_DARE:
         case GR_PRUNE_DROP:
-        case GR_PRUNE_DAREX: {
-            float scale = 1.0f;
-            if (p->method == GR_PRUNE_DAREX)
-                scale = (float)(1.0 / p->q);
-            else if (rs == GR_RESCALE_INVERSE)
-                scale = (float)(1.0 / p->density);
-            if ((rc = apply_random(x, n, p->density, scale, rng_key, threads))) return rc;
+        case GR_PRUNE_DAREX:
+            if ((rc = apply_random(x, n, 0, p->density, random_scale(p), rng_key, threads)))
+                return rc;
             break;
-        }
         case GR_PRUNE_MAGNITUDE: {
             gr_topk lo, hi = {UINT32_MAX, 0, 0};
             size_t k = (size_t)floor(p->density * (double)n);

@@ -66,6 +66,13 @@ typedef struct gr_prune_stats {
  * `name` (tensor name) only labels errors. Returns 0 or GR_EINVAL/GR_ENOMEM. */
 int gr_prune_tensor(const gr_prune_params *p, const char *name, float *x, size_t n, size_t row_len,
                     uint64_t rng_key, int threads, gr_prune_stats *stats);
+/* Element-wise methods (dare, darex, drop; rescale none or inverse) on a
+ * chunk: x[0..n) holds elements [first, first + n) of the tensor whose key
+ * is rng_key. Pruning a tensor chunk by chunk gives the same bytes as
+ * gr_prune_tensor on the whole. GR_EINVAL for other methods or rescale l1
+ * (they need the whole tensor). */
+int gr_prune_chunk(const gr_prune_params *p, const char *name, float *x, size_t n, uint64_t first,
+                   uint64_t rng_key, int threads);
 /* Plain single-threaded scalar version of the same (the reference the fast
  * path is tested against; uses gr_select_topk_ref for magnitude selection). */
 int gr_prune_tensor_ref(const gr_prune_params *p, const char *name, float *x, size_t n,

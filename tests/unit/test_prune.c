@@ -346,6 +346,42 @@ static void test_statistics(void)
     free(x), free(y), free(p);
 }
 
+/* Random sparsifiers applied chunk by chunk (odd chunk sizes, not aligned
+ * to the generator's blocks of four) give the bytes of the whole tensor. */
+static void test_chunks(void)
+{
+    gr_rng_stream_init(&rs, 6, "chunks");
+    const size_t n = 10007;
+    float *x = malloc(n * 4), *whole = malloc(n * 4), *parts = malloc(n * 4);
+    normal_fill(x, n, 1.0);
+    const gr_prune_method ms[3] = {GR_PRUNE_DARE, GR_PRUNE_DAREX, GR_PRUNE_DROP};
+    for (int v = 0; v < 3; v++) {
+        gr_prune_params p;
+        gr_prune_params_init(&p, ms[v]);
+        p.density = 0.35, p.q = 0.5;
+        uint64_t key = gr_rng_key(9, "c", (uint64_t)v);
+        memcpy(whole, x, n * 4);
+        memcpy(parts, x, n * 4);
+        CHECK(gr_prune_tensor(&p, "c", whole, n, n, key, 2, NULL) == 0);
+        for (size_t a = 0, step = 1; a < n; a += step, step = step * 3 + 1) {
+            size_t len = a + step < n ? step : n - a;
+            CHECK(gr_prune_chunk(&p, "c", parts + a, len, a, key, 3) == 0);
+        }
+        CHECK_MSG(!memcmp(whole, parts, n * 4), "%s: chunks differ from the whole",
+                  gr_prune_method_name(ms[v]));
+    }
+    gr_prune_params p;
+    gr_prune_params_init(&p, GR_PRUNE_MAGNITUDE);
+    p.density = 0.5;
+    CHECK(gr_prune_chunk(&p, "c", parts, 10, 0, 0, 1) == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "magnitude needs the whole tensor");
+    gr_prune_params_init(&p, GR_PRUNE_DARE);
+    p.density = 0.5, p.rescale = GR_RESCALE_L1;
+    CHECK(gr_prune_chunk(&p, "c", parts, 10, 0, 0, 1) == GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "with rescale l1");
+    free(x), free(whole), free(parts);
+}
+
 /* ---- deterministic properties ---- */
 
 static void test_magnitude_exact(void)
@@ -551,6 +587,7 @@ int main(int argc, char **argv)
     (void)argc;
     passive_omp(argv);
     RUN(test_magnitude_exact);
+    RUN(test_chunks);
     RUN(test_magnitude_large);
     RUN(test_global);
     RUN(test_statistics);
