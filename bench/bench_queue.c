@@ -46,14 +46,17 @@ static void *worker_main(void *p)
     th_ready(&peer, wid, "[\"noop\"]", NULL, 0);
     gr_wire_msg m = {0};
     gr_buf out = {0};
+    int64_t last_hb = 0;
     while (!*w->stop) {
+        /* heartbeats on the worker's own clock, as graft-worker's I/O thread */
+        if (th_now_ms() - last_hb >= 300) {
+            gr_wire_send(peer.sock, NULL, 0, GR_CMD_HEARTBEAT, NULL, 0, NULL);
+            last_hb = th_now_ms();
+        }
         zmq_pollitem_t it = {peer.sock, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 100) <= 0) continue;
         while (gr_wire_recv(peer.sock, GR_WIRE_TO_WORKER, 0, GR_WIRE_NOWAIT, &m, &peer.st) == 0) {
-            if (m.cmd == GR_CMD_HEARTBEAT) {
-                gr_wire_send(peer.sock, NULL, 0, GR_CMD_HEARTBEAT, NULL, 0, NULL);
-                continue;
-            }
+            if (m.cmd == GR_CMD_HEARTBEAT) continue;
             if (m.cmd == GR_CMD_DISCONNECT) {
                 th_ready(&peer, wid, "[\"noop\"]", NULL, 0);
                 continue;
@@ -262,6 +265,12 @@ int main(int argc, char **argv)
     printf("bench_queue: %d noop stages per job, %d workers, redis-server %s AOF everysec, broker "
            "%s\n",
            nstages, nworkers, R.url, broker);
+    if (getenv("GRAFT_BENCH_PROFILE")) { /* per-script timings from the slow log */
+        redisReply *x = th_redis_cmd(&R, "CONFIG SET slowlog-log-slower-than 0");
+        if (x) freeReplyObject(x);
+        x = th_redis_cmd(&R, "CONFIG SET slowlog-max-len 200000");
+        if (x) freeReplyObject(x);
+    }
     /* ---- throughput, repeated for the memory check ---- */
     long rss[64];
     double best = 0, first_rate = 0;
@@ -298,7 +307,60 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     (void)first_rate;
+    {
+        /* how long Redis spends inside the broker's scripts */
+        redisReply *st = th_redis_cmd(&R, "INFO commandstats");
+        const char *e =
+            st && st->type == REDIS_REPLY_STRING ? strstr(st->str, "cmdstat_evalsha:") : NULL;
+        if (e) {
+            long long calls = 0;
+            double usec = 0, per = 0;
+            sscanf(e, "cmdstat_evalsha:calls=%lld,usec=%lf,usec_per_call=%lf", &calls, &usec, &per);
+            printf(
+                "  redis time in broker scripts: %lld calls, %.1f us per call, %.1f us per stage\n",
+                calls, per, usec / ((double)jobs_run * nstages));
+        }
+        if (st) freeReplyObject(st);
+    }
 
+    if (getenv("GRAFT_BENCH_PROFILE")) {
+        /* sums per script sha: usec total and calls */
+        redisReply *sl = th_redis_cmd(&R, "SLOWLOG GET 200000");
+        struct {
+            char sha[41];
+            double us;
+            long n;
+        } agg[32];
+        int na = 0;
+        for (size_t i = 0; sl && sl->type == REDIS_REPLY_ARRAY && i < sl->elements; i++) {
+            const redisReply *e = sl->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 4) continue;
+            const redisReply *args = e->element[3];
+            if (args->type != REDIS_REPLY_ARRAY || args->elements < 2 ||
+                strcasecmp(args->element[0]->str, "evalsha"))
+                continue;
+            int k;
+            for (k = 0; k < na; k++)
+                if (!strncmp(agg[k].sha, args->element[1]->str, 40)) break;
+            if (k == na && na < 32) {
+                snprintf(agg[na].sha, 41, "%s", args->element[1]->str);
+                agg[na].us = 0;
+                agg[na++].n = 0;
+            }
+            if (k < na) {
+                agg[k].us += (double)e->element[2]->integer;
+                agg[k].n++;
+            }
+        }
+        for (int k = 0; k < na; k++)
+            printf("  profile: script %.8s: %ld calls, %.1f us per call, %.0f ms in all\n",
+                   agg[k].sha, agg[k].n, agg[k].us / agg[k].n, agg[k].us / 1000);
+        if (sl) freeReplyObject(sl);
+        redisReply *pr = th_redis_cmd(&R, "HGETALL prof");
+        for (size_t i = 0; pr && pr->type == REDIS_REPLY_ARRAY && i + 1 < pr->elements; i += 2)
+            printf("  prof %s = %s\n", pr->element[i]->str, pr->element[i + 1]->str);
+        if (pr) freeReplyObject(pr);
+    }
     /* ---- latency at about half the best rate ---- */
     double half = best / 2;
     int per = 4; /* stages per submitted job */

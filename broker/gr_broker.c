@@ -39,6 +39,7 @@
 #define LIST_DEFAULT     100
 #define LIST_MAX         10000
 #define XREAD_COUNT      1000
+#define SUBMIT_CHUNK     2000 /* stages per submit.lua call */
 
 /* ------------------------------------------------------------------ */
 /* state                                                               */
@@ -105,7 +106,7 @@ struct gr_broker {
     size_t nlogged;
     uint64_t suppressed_logs;
     int64_t next_tick, next_watch, next_hb, next_second, next_prune;
-    int64_t grace_until;
+    int64_t grace_until, last_timers;
     uint64_t epoch_seen;
     uint64_t rng;
     int64_t lease_ms;
@@ -542,7 +543,8 @@ static void keep_for_replay(gr_broker *b, int cmd, gr_json *body, const uint8_t 
 
 /* ---- resolution of stages whose dependencies finished ---- */
 
-static void resolve_infos(gr_broker *b, const redisReply *infos);
+static void resolve_infos(gr_broker *b, const redisReply *infos, int chain);
+static void recover(gr_broker *b, int chain);
 
 static void on_resolve(void *ud, redisReply *r)
 {
@@ -554,7 +556,8 @@ static void on_resolve(void *ud, redisReply *r)
         ctx_free(c);
         return;
     }
-    resolve_infos(b, rel(r, 0));
+    resolve_infos(b, rel(r, 0), 0);
+    if (c->i1) recover(b, 1); /* more stages wait in `resolve` */
     /* memo hits to check against the store */
     const redisReply *ver = rel(r, 1);
     if (is_arr(ver) && ver->elements) {
@@ -600,9 +603,12 @@ static void on_resolve(void *ud, redisReply *r)
 
 /* infos: resolve_info arrays (common.lua). Computes each stage's resolved
  * params, inputs and memo key and queues one resolve.lua for all. */
-static void resolve_infos(gr_broker *b, const redisReply *infos)
+static void resolve_infos(gr_broker *b, const redisReply *infos, int chain)
 {
-    if (!is_arr(infos) || !infos->elements) return;
+    if (!is_arr(infos) || !infos->elements) {
+        if (chain) recover(b, 1);
+        return;
+    }
     gr_rargs a = {0};
     script_args(b, &a);
     gr_rargs_str(&a, b->cas ? "0" : "1");
@@ -640,9 +646,10 @@ static void resolve_infos(gr_broker *b, const redisReply *infos)
         gr_resolved_clear(&res);
     }
     cbctx *c = ctx_new(b, NULL);
-    if (c)
+    if (c) {
+        c->i1 = chain;
         run_script(b, GR_LUA_RESOLVE, &a, on_resolve, c);
-    else
+    } else
         gr_rargs_reset(&a);
 }
 
@@ -964,7 +971,7 @@ static void on_done(void *ud, redisReply *r)
     } else if (c->cmd == GR_CMD_DONE) {
         if (!strcmp(rstr(rel(r, 0)), "stale"))
             GR_DEBUG(LOG, "stale DONE for %s attempt %lld ignored", c->s2, (long long)c->i1);
-        resolve_infos(b, rel(r, 1));
+        resolve_infos(b, rel(r, 1), 0);
         const redisReply *fin = rel(r, 2);
         if (fin && fin->type == REDIS_REPLY_STRING) GR_INFO(LOG, "job of %s %s", c->s2, fin->str);
         const redisReply *nxt = rel(r, 3);
@@ -1099,8 +1106,9 @@ static size_t find_stage(const gr_pipeline *p, const size_t *t, size_t cap, cons
     return SIZE_MAX;
 }
 
-/* The stages argument of submit.lua. */
-static int stages_json(const gr_pipeline *p, gr_buf *o)
+/* The stages arguments of submit.lua: one JSON array per chunk of
+ * SUBMIT_CHUNK stages (chunks[0..nchunks), gr_bufs the caller frees). */
+static int stages_json(const gr_pipeline *p, gr_buf *chunks, size_t nchunks)
 {
     size_t *tab = NULL, cap = 0;
     size_t *nrd = calloc(p->nstages ? p->nstages : 1, sizeof *nrd);
@@ -1122,10 +1130,10 @@ static int stages_json(const gr_pipeline *p, gr_buf *o)
             rd[k] = v;
             v[nrd[k]++] = i;
         }
-    gr_buf_putc(o, '[');
     for (size_t i = 0; !rc && i < p->nstages; i++) {
         const gr_stage *s = &p->stages[i];
-        if (i) gr_buf_putc(o, ',');
+        gr_buf *o = &chunks[i / SUBMIT_CHUNK];
+        gr_buf_putc(o, i % SUBMIT_CHUNK ? ',' : '[');
         gr_buf_putc(o, '[');
         gr_buf_json_str(o, s->id, strlen(s->id));
         gr_buf_putc(o, ',');
@@ -1161,26 +1169,42 @@ static int stages_json(const gr_pipeline *p, gr_buf *o)
         if (tmo > 1e13) tmo = 1e13;
         gr_buf_printf(o, ",%d,%lld,%d,%d]", s->retries < 0 ? 0 : s->retries, (long long)(tmo + 0.5),
                       s->priority, s->line);
+        if (i % SUBMIT_CHUNK == SUBMIT_CHUNK - 1 || i + 1 == p->nstages) gr_buf_putc(o, ']');
+        if (o->oom) rc = GR_ENOMEM;
     }
-    gr_buf_putc(o, ']');
+    if (!p->nstages && nchunks) gr_buf_puts(&chunks[0], "[]");
     for (size_t i = 0; rd && i < p->nstages; i++) free(rd[i]);
     free(rd);
     free(nrd);
     free(tab);
-    if (!rc && o->oom) rc = GR_ENOMEM;
+    for (size_t c = 0; !rc && c < nchunks; c++)
+        if (chunks[c].oom) rc = GR_ENOMEM;
     if (rc == GR_ENOMEM) gr_seterr(GR_ENOMEM, "out of memory building the job");
     return rc;
 }
 
+/* One submission, answered when its last chunk's script has run. */
+typedef struct subctx {
+    cbctx *c; /* peer, req, s1 = job id, s2 = name, i1 = stages */
+    size_t pending;
+    char *err;
+} subctx;
+
 static void on_submit(void *ud, redisReply *r)
 {
-    cbctx *c = ud;
+    subctx *sc = ud;
+    cbctx *c = sc->c;
     gr_broker *b = c->b;
-    if (!r)
-        reply_unavailable(c);
-    else if (r->type == REDIS_REPLY_ERROR)
-        send_error(b, c->peer, c->peer_len, c->req, GR_EIO, r->str);
-    else {
+    if (!sc->err) {
+        if (!r)
+            sc->err = strdup("redis is unavailable; try again");
+        else if (r->type == REDIS_REPLY_ERROR)
+            sc->err = strdup(r->str);
+    }
+    if (--sc->pending) return;
+    if (sc->err) {
+        send_error(b, c->peer, c->peer_len, c->req, r ? GR_EIO : GR_ENET, sc->err);
+    } else {
         gr_buf o = {0};
         gr_wire_pk_map(&o, c->req ? 2 : 1);
         pk_req(&o, c->req);
@@ -1192,9 +1216,12 @@ static void on_submit(void *ud, redisReply *r)
         send_buf(b, c->peer, c->peer_len, GR_CMD_REPLY, &o);
         gr_buf_free(&o);
         GR_INFO(LOG, "job %s (%s): %lld stages submitted", c->s1, c->s2, (long long)c->i1);
-        resolve_infos(b, r);
+        /* roots beyond what one reply holds wait in `resolve`: drain them */
+        resolve_infos(b, rel(r, 0), rint_(rel(r, 1)) != 0);
     }
+    free(sc->err);
     ctx_free(c);
+    free(sc);
 }
 
 static void handle_submit(gr_broker *b, gr_wire_msg *m)
@@ -1220,39 +1247,55 @@ static void handle_submit(gr_broker *b, gr_wire_msg *m)
         gr_pipeline_free(&p);
         return;
     }
-    gr_buf sj = {0};
-    if (stages_json(p, &sj)) {
-        send_error(b, m->peer, m->peer_len, req, gr_errcode(), gr_errmsg());
-        gr_buf_free(&sj);
-        gr_pipeline_free(&p);
-        return;
-    }
+    size_t nchunks = p->nstages ? (p->nstages + SUBMIT_CHUNK - 1) / SUBMIT_CHUNK : 1;
+    gr_buf *chunks = calloc(nchunks, sizeof *chunks);
+    subctx *sc = calloc(1, sizeof *sc);
+    cbctx *c = ctx_new(b, m);
     char jid[32];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     snprintf(jid, sizeof jid, "j%011" PRIx64 "%05" PRIx64, (uint64_t)(ms & 0xfffffffffffull),
              (uint64_t)(rnd(b) & 0xfffffull));
-    cbctx *c = ctx_new(b, m);
     const char *name = gr_json_get_str(body, "name", p->name ? p->name : "pipeline");
-    if (!c || !(c->s1 = strdup(jid)) || !(c->s2 = strdup(name))) {
-        ctx_free(c);
-        gr_buf_free(&sj);
-        gr_pipeline_free(&p);
-        return;
+    if (!chunks || !sc || !c || !(c->s1 = strdup(jid)) || !(c->s2 = strdup(name))) {
+        send_error(b, m->peer, m->peer_len, req, GR_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (stages_json(p, chunks, nchunks)) {
+        send_error(b, m->peer, m->peer_len, req, gr_errcode(), gr_errmsg());
+        goto fail;
     }
     c->i1 = (int64_t)p->nstages;
-    gr_rargs a = {0};
-    script_args(b, &a);
-    gr_rargs_str(&a, jid);
-    gr_rargs_str(&a, name);
-    gr_rargs_int(&a, gr_json_get_int(body, "priority", 0));
-    gr_rargs_str(&a, gr_json_get_bool(body, "no_cache", 0) ? "1" : "0");
-    gr_rargs_add(&a, text->str, text->len);
-    gr_rargs_add(&a, sj.data, sj.len);
-    gr_buf_free(&sj);
+    sc->c = c;
+    sc->pending = nchunks;
+    for (size_t k = 0; k < nchunks; k++) {
+        gr_rargs a = {0};
+        script_args(b, &a);
+        gr_rargs_str(&a, jid);
+        gr_rargs_str(&a, name);
+        gr_rargs_int(&a, gr_json_get_int(body, "priority", 0));
+        gr_rargs_str(&a, gr_json_get_bool(body, "no_cache", 0) ? "1" : "0");
+        if (k == 0)
+            gr_rargs_add(&a, text->str, text->len);
+        else
+            gr_rargs_str(&a, "");
+        gr_rargs_add(&a, chunks[k].data, chunks[k].len);
+        gr_rargs_str(&a, k == 0 ? "1" : "0");
+        gr_rargs_str(&a, k + 1 == nchunks ? "1" : "0");
+        gr_rargs_int(&a, (int64_t)p->nstages);
+        gr_buf_free(&chunks[k]);
+        run_script(b, GR_LUA_SUBMIT, &a, on_submit, sc);
+    }
+    free(chunks);
     gr_pipeline_free(&p);
-    run_script(b, GR_LUA_SUBMIT, &a, on_submit, c);
+    return;
+fail:
+    for (size_t k = 0; chunks && k < nchunks; k++) gr_buf_free(&chunks[k]);
+    free(chunks);
+    free(sc);
+    ctx_free(c);
+    gr_pipeline_free(&p);
 }
 
 static void on_status(void *ud, redisReply *r)
@@ -1553,10 +1596,23 @@ static void on_recover(void *ud, redisReply *r)
 {
     cbctx *c = ud;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements) {
-        GR_INFO(LOG, "resolving %zu stage(s) left waiting", r->elements);
-        resolve_infos(c->b, r);
+        if (!c->i1) GR_INFO(LOG, "resolving %zu stage(s) left waiting", r->elements);
+        /* a full batch: there may be more, fetch them once these are done */
+        resolve_infos(c->b, r, c->i1 && r->elements >= RECOVER_LIMIT);
     }
     ctx_free(c);
+}
+
+/* Queues recover.lua; chain: keep draining while batches come back full. */
+static void recover(gr_broker *b, int chain)
+{
+    cbctx *c = ctx_new(b, NULL);
+    if (!c) return;
+    c->i1 = chain;
+    gr_rargs a = {0};
+    script_args(b, &a);
+    gr_rargs_int(&a, RECOVER_LIMIT);
+    run_script(b, GR_LUA_RECOVER, &a, on_recover, c);
 }
 
 static void on_ignore(void *ud, redisReply *r)
@@ -1641,6 +1697,13 @@ static void timers(gr_broker *b)
                           worker_by_peer(b, rq[i].peer, rq[i].peer_len));
         free(rq);
     }
+    if (b->last_timers && now - b->last_timers > b->o.heartbeat_ms) {
+        /* this loop was stalled (a slow Redis): workers could not be heard
+         * meanwhile, so that time does not count against them */
+        for (size_t i = 0; i < b->nw; i++) b->w[i]->last_seen += now - b->last_timers;
+        GR_WARN(LOG, "event loop stalled for %lld ms", (long long)(now - b->last_timers));
+    }
+    b->last_timers = now;
     if (now >= b->next_hb) {
         b->next_hb = now + b->o.heartbeat_ms;
         int64_t dead = (int64_t)b->o.heartbeat_ms * b->o.liveness;
@@ -1696,10 +1759,7 @@ static void timers(gr_broker *b)
     if (now >= b->next_second) {
         b->next_second = now + SECOND_MS;
         op_hint_all(b);
-        gr_rargs a = {0};
-        script_args(b, &a);
-        gr_rargs_int(&a, RECOVER_LIMIT);
-        run_script(b, GR_LUA_RECOVER, &a, on_recover, ctx_new(b, NULL));
+        recover(b, 0);
         /* wire counters for dashboards */
         gr_buf key = {0};
         gr_buf_printf(&key, "%smetrics", b->prefix);
