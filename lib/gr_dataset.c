@@ -416,6 +416,24 @@ static int find_data_file(const char *dir, char **out)
     return 0;
 }
 
+/* 1 when path starts with the gzip magic bytes 1f 8b, 0 when not, or a
+ * negative code. */
+static int is_gzip(const char *path)
+{
+    unsigned char m[2];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return gr_seterr(errno == ENOENT ? GR_ENOTFOUND : GR_EIO, "%s: cannot open: %s", path,
+                         strerror(errno));
+    ssize_t n;
+    do n = read(fd, m, sizeof m);
+    while (n < 0 && errno == EINTR);
+    int e = errno;
+    close(fd);
+    if (n < 0) return gr_seterr(GR_EIO, "%s: read failed: %s", path, strerror(e));
+    return n == 2 && m[0] == 0x1f && m[1] == 0x8b;
+}
+
 gr_dataset *gr_dataset_load(const char *path)
 {
     char *file = NULL, *text = NULL;
@@ -428,13 +446,12 @@ gr_dataset *gr_dataset_load(const char *path)
         gr_seterr(GR_ENOMEM, "out of memory");
         return NULL;
     }
-    if ((rc = gr_fs_read_file(file, GR_DATASET_MAX_BYTES, &text, &len))) goto done;
-    if (len >= 2 && (unsigned char)text[0] == 0x1f && (unsigned char)text[1] == 0x8b) {
-        free(text);
-        text = NULL;
-        if ((rc = gunzip(file, GR_DATASET_MAX_BYTES, &text, &len))) goto done;
-    }
-    d = gr_dataset_parse(file, text, len);
+    if ((rc = is_gzip(file)) < 0) goto done;
+    if (rc == 1)
+        rc = gunzip(file, GR_DATASET_MAX_BYTES, &text, &len);
+    else
+        rc = gr_fs_read_file(file, GR_DATASET_MAX_BYTES, &text, &len);
+    if (!rc) d = gr_dataset_parse(file, text, len);
 done:
     free(text);
     free(file);

@@ -298,7 +298,7 @@ static int train_run(gr_op_ctx *ctx)
     gr_buf_puts(&met, ",\"train_acc\":");
     gr_buf_json_num(&met, acc);
     if (!isnan(held_acc)) {
-        gr_buf_printf(&met, ",\"%s_acc\":", td.split == GR_SPLIT_TRAIN ? "test" : "train_part");
+        gr_buf_printf(&met, ",\"%s\":", td.split == GR_SPLIT_TRAIN ? "test_acc" : "heldout_acc");
         gr_buf_json_num(&met, held_acc);
     }
     gr_buf_printf(&met,
