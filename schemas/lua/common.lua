@@ -51,24 +51,29 @@ local function event(jid, ...)
   redis.call('XADD', ekey(jid), 'MAXLEN', '~', EVMAX, '*', 'ts', n2s(NOW), ...)
 end
 
--- moves a stage between states and keeps the job's per-state counts
-local function set_state(jid, sid, old, new)
-  redis.call('HSET', skey(jid, sid), 'state', new)
+-- keeps the job's per-state counts when a stage changes state (the stage's
+-- own `state` field is written by the caller with its other fields; the
+-- job's `updated` is the time of its last event, see status.lua)
+local function count_state(jid, old, new)
   local jk = jkey(jid)
   if old then redis.call('HINCRBY', jk, 'n_' .. old, -1) end
   redis.call('HINCRBY', jk, 'n_' .. new, 1)
-  redis.call('HSET', jk, 'updated', n2s(NOW))
 end
 
-local function ready_score(jid, sid)
-  local p = tonumber(redis.call('HGET', skey(jid, sid), 'priority') or '0') +
-            tonumber(redis.call('HGET', jkey(jid), 'priority') or '0')
-  if p > PRIO_MAX then p = PRIO_MAX elseif p < -PRIO_MAX then p = -PRIO_MAX end
-  return NOW - p * PRIO_SCALE
+local function set_state(jid, sid, old, new)
+  redis.call('HSET', skey(jid, sid), 'state', new)
+  count_state(jid, old, new)
 end
 
-local function enqueue(jid, sid, op)
-  redis.call('ZADD', P .. 'ready:' .. op, n2s(ready_score(jid, sid)), jid .. ':' .. sid)
+-- queues a ready stage: score = now - priority * PRIO_SCALE (stage + job
+-- priority, clamped); prio may be given to save the lookups
+local function enqueue(jid, sid, op, prio)
+  if not prio then
+    prio = tonumber(redis.call('HGET', skey(jid, sid), 'priority') or '0') +
+           tonumber(redis.call('HGET', jkey(jid), 'priority') or '0')
+  end
+  if prio > PRIO_MAX then prio = PRIO_MAX elseif prio < -PRIO_MAX then prio = -PRIO_MAX end
+  redis.call('ZADD', P .. 'ready:' .. op, n2s(NOW - prio * PRIO_SCALE), jid .. ':' .. sid)
   redis.call('HSET', skey(jid, sid), 'ready_us', NOW_US)
 end
 
@@ -122,10 +127,11 @@ local function resolve_info(jid, sid)
 end
 
 -- A stage finished with outputs: its dependants' pending counts drop; those
--- that reach zero wait in the `resolve` set and are appended to out.
-local function unblock(jid, sid, out)
-  local rd = redis.call('HGET', skey(jid, sid), 'rdeps')
-  if not rd then return end
+-- that reach zero wait in the `resolve` set and are appended to out. rd: the
+-- stage's `rdeps` when the caller has read it already.
+local function unblock(jid, sid, out, rd)
+  rd = rd or redis.call('HGET', skey(jid, sid), 'rdeps')
+  if not rd or rd == '[]' then return end
   for _, d in ipairs(cjson.decode(rd)) do
     local dk = skey(jid, d)
     if redis.call('HGET', dk, 'state') == 'blocked' then
@@ -217,34 +223,47 @@ end
 -- op, params, inputs, deadline, timeout, ready_us} or false.
 local function dispatch_one(wid, ops, lease_ms)
   for _ = 1, 64 do
-    local best, bscore, bop = nil, nil, nil
-    for _, op in ipairs(ops) do
-      local r = redis.call('ZRANGE', P .. 'ready:' .. op, 0, 0, 'WITHSCORES')
-      if r[1] and (not bscore or tonumber(r[2]) < bscore) then
-        best, bscore, bop = r[1], tonumber(r[2]), op
+    local best, bop
+    if #ops == 1 then
+      local r = redis.call('ZPOPMIN', P .. 'ready:' .. ops[1])
+      if not r[1] then return false end
+      best, bop = r[1], ops[1]
+    else
+      local bscore
+      for _, op in ipairs(ops) do
+        local r = redis.call('ZRANGE', P .. 'ready:' .. op, 0, 0, 'WITHSCORES')
+        if r[1] and (not bscore or tonumber(r[2]) < bscore) then
+          best, bscore, bop = r[1], tonumber(r[2]), op
+        end
       end
+      if not best then return false end
+      redis.call('ZREM', P .. 'ready:' .. bop, best)
     end
-    if not best then return false end
-    redis.call('ZREM', P .. 'ready:' .. bop, best)
     local jid, sid = split_task(best)
     local k = jid and skey(jid, sid) or ''
-    local v = jid and redis.call('HMGET', k, 'state', 'rparams', 'inputs', 'timeout_ms', 'ready_us', 'started') or {}
-    if v[1] == 'ready' and redis.call('HGET', jkey(jid), 'cancel_requested') ~= '1' then
-      local attempt = redis.call('HINCRBY', k, 'attempt', 1)
+    local v = jid and redis.call('HMGET', k, 'state', 'rparams', 'inputs', 'timeout_ms', 'ready_us',
+                                 'started', 'attempt', 'retry_at') or {}
+    local jk = jid and jkey(jid) or ''
+    local j = v[1] == 'ready' and redis.call('HMGET', jk, 'cancel_requested', 'state') or {'1'}
+    if j[1] ~= '1' then
+      local attempt = tonumber(v[7] or '0') + 1
       local deadline = NOW + lease_ms
       local timeout = tonumber(v[4] or '0')
-      set_state(jid, sid, 'ready', 'running')
-      redis.call('HSET', k, 'worker', wid, 'deadline', n2s(deadline), 'p_done', '0',
-                 'p_total', '0', 'p_msg', '', 'attempt_started', n2s(NOW))
-      if not v[6] then redis.call('HSET', k, 'started', n2s(NOW)) end
-      redis.call('HDEL', k, 'retry_at')
+      count_state(jid, 'ready', 'running')
+      local f = {'state', 'running', 'attempt', attempt, 'worker', wid, 'deadline', n2s(deadline),
+                 'p_done', '0', 'p_total', '0', 'p_msg', '', 'attempt_started', n2s(NOW)}
+      if not v[6] then
+        f[#f + 1] = 'started'
+        f[#f + 1] = n2s(NOW)
+      end
+      redis.call('HSET', k, unpack(f))
+      if v[8] then redis.call('HDEL', k, 'retry_at') end
       redis.call('ZADD', P .. 'leases', n2s(deadline), best .. ':' .. attempt)
       if timeout > 0 then
         redis.call('ZADD', P .. 'timeouts', n2s(NOW + timeout), best .. ':' .. attempt)
       end
-      local jk = jkey(jid)
-      if redis.call('HGET', jk, 'state') == 'queued' then
-        redis.call('HSET', jk, 'state', 'running')
+      if j[2] == 'queued' then
+        redis.call('HSET', jk, 'state', 'running', 'updated', n2s(NOW))
         event(jid, 'type', 'job', 'state', 'running')
       end
       redis.call('HSET', P .. 'worker:' .. wid, 'task', best, 'attempt', attempt, 'state', 'busy')

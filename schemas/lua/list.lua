@@ -16,6 +16,9 @@ while #r < limit do
                          'n_blocked', 'n_ready', 'n_running', 'n_done', 'n_cached', 'n_failed',
                          'n_cancelled', 'n_skipped')
     if v[2] and (want == '' or v[2] == want) and #r < limit then
+      local last = redis.call('XREVRANGE', ekey(jid), '+', '-', 'COUNT', 1)
+      local ms = last[1] and tonumber(string.match(last[1][1], '^(%d+)'))
+      if ms and ms > tonumber(v[4] or '0') then v[4] = n2s(ms) end
       local row = {jid}
       for i = 1, 13 do row[#row + 1] = v[i] or '0' end
       r[#r + 1] = row

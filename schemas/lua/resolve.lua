@@ -12,6 +12,7 @@
 -- outputs}, ops that got ready stages, jobs that finished {jid, state}}.
 local trust = ARGV[A] == '1'
 local out, verify, ops, finals = {}, {}, {}, {}
+local jobs = {} -- jid -> {cancel_requested, priority}: read once per call
 local i = A + 1
 while i + 6 <= #ARGV do
   local jid, sid, rp, inputs, memo, mode, detail =
@@ -19,12 +20,18 @@ while i + 6 <= #ARGV do
   i = i + 7
   local m = jid .. ':' .. sid
   local k = skey(jid, sid)
-  local v = redis.call('HMGET', k, 'state', 'pending', 'op')
-  if v[1] == 'blocked' and tonumber(v[2]) == 0 and redis.call('SISMEMBER', P .. 'resolve', m) == 1 then
-    if rp ~= '' then redis.call('HSET', k, 'rparams', rp, 'inputs', inputs, 'memo', memo) end
+  -- blocked with nothing pending means not resolved yet (resolution moves it
+  -- out of blocked), so this is the fence
+  local v = redis.call('HMGET', k, 'state', 'pending', 'op', 'priority')
+  if v[1] == 'blocked' and tonumber(v[2]) == 0 then
+    local job = jobs[jid]
+    if not job then
+      job = redis.call('HMGET', jkey(jid), 'cancel_requested', 'priority')
+      jobs[jid] = job
+    end
     local mk = P .. 'memo:' .. memo
     local state = nil
-    if redis.call('HGET', jkey(jid), 'cancel_requested') == '1' then
+    if job[1] == '1' then
       state = 'cancelled'
     elseif mode == 'error' then
       state = 'failed'
@@ -33,39 +40,54 @@ while i + 6 <= #ARGV do
       state = 'cached'
     elseif memo ~= '' and mode == 'check' and redis.call('EXISTS', mk) == 1 then
       verify[#verify + 1] = {jid, sid, memo, redis.call('HGET', mk, 'outputs') or '{}'}
+      if rp ~= '' then redis.call('HSET', k, 'rparams', rp, 'inputs', inputs, 'memo', memo) end
     else
       if mode == 'miss' and memo ~= '' then redis.call('DEL', mk) end
       state = 'ready'
     end
     if state then redis.call('SREM', P .. 'resolve', m) end
+    local f = {'state', state}
+    if rp ~= '' then
+      f[#f + 1] = 'rparams'
+      f[#f + 1] = rp
+      f[#f + 1] = 'inputs'
+      f[#f + 1] = inputs
+      f[#f + 1] = 'memo'
+      f[#f + 1] = memo
+    end
     if state == 'cached' then
       local mv = redis.call('HMGET', mk, 'outputs', 'metrics')
       redis.call('EXPIRE', mk, RETENTION)
-      set_state(jid, sid, 'blocked', 'cached')
-      redis.call('HSET', k, 'outputs', mv[1] or '{}', 'metrics', mv[2] or 'null',
-                 'started', n2s(NOW), 'finished', n2s(NOW))
+      count_state(jid, 'blocked', 'cached')
+      for _, x in ipairs({'outputs', mv[1] or '{}', 'metrics', mv[2] or 'null', 'started', n2s(NOW),
+                          'finished', n2s(NOW)}) do f[#f + 1] = x end
+      redis.call('HSET', k, unpack(f))
       event(jid, 'type', 'stage', 'stage', sid, 'state', 'cached')
       metric('cached')
       unblock(jid, sid, out)
     elseif state == 'ready' then
-      set_state(jid, sid, 'blocked', 'ready')
-      enqueue(jid, sid, v[3])
+      count_state(jid, 'blocked', 'ready')
+      redis.call('HSET', k, unpack(f))
+      enqueue(jid, sid, v[3], tonumber(v[4] or '0') + tonumber(job[2] or '0'))
       ops[#ops + 1] = v[3]
       event(jid, 'type', 'stage', 'stage', sid, 'state', 'ready')
     elseif state == 'failed' then
-      set_state(jid, sid, 'blocked', 'failed')
-      redis.call('HSET', k, 'error', detail, 'finished', n2s(NOW))
+      count_state(jid, 'blocked', 'failed')
+      for _, x in ipairs({'error', detail, 'finished', n2s(NOW)}) do f[#f + 1] = x end
+      redis.call('HSET', k, unpack(f))
       redis.call('ZADD', P .. 'dead', n2s(NOW), m)
       event(jid, 'type', 'stage', 'stage', sid, 'state', 'failed', 'error', detail)
       metric('failed')
       skip_dependants(jid, sid)
     elseif state == 'cancelled' then
-      set_state(jid, sid, 'blocked', 'cancelled')
-      redis.call('HSET', k, 'finished', n2s(NOW))
+      count_state(jid, 'blocked', 'cancelled')
+      f[#f + 1] = 'finished'
+      f[#f + 1] = n2s(NOW)
+      redis.call('HSET', k, unpack(f))
     end
     if state and state ~= 'ready' then
-      local f = maybe_finish(jid)
-      if f then finals[#finals + 1] = {jid, f} end
+      local fin = maybe_finish(jid)
+      if fin then finals[#finals + 1] = {jid, fin} end
     end
   end
 end

@@ -10,7 +10,12 @@ local j = redis.call('HMGET', jk, 'name', 'state', 'created', 'updated', 'finish
 if not j[2] then return false end
 local last = redis.call('XREVRANGE', ekey(jid), '+', '-', 'COUNT', 1)
 local lastid = ''
-if last[1] then lastid = last[1][1] end
+if last[1] then
+  lastid = last[1][1]
+  -- the job's last change is its last event (stream ids start with the ms)
+  local ms = tonumber(string.match(lastid, '^(%d+)'))
+  if ms and ms > tonumber(j[4] or '0') then j[4] = n2s(ms) end
+end
 local st = {}
 for _, sid in ipairs(redis.call('LRANGE', jk .. ':stages', 0, -1)) do
   local v = redis.call('HMGET', skey(jid, sid), 'op', 'state', 'attempt', 'outputs', 'metrics',
