@@ -101,7 +101,7 @@ static int set_var(rrec *c, const char *name, size_t nlen, char *value)
             c->vars[i].value = value;
             return 0;
         }
-        if (k > 0 || k == 0) break; /* a sorts after name (k == 0: a is longer) */
+        if (k >= 0) break; /* a sorts after name (k == 0: a is longer) */
     }
     rvar *v = realloc(c->vars, (c->nvars + 1) * sizeof *v);
     char *nm = dupn(name, nlen);

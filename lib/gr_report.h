@@ -9,7 +9,9 @@
 #include "gr_buf.h"
 #include "gr_json.h"
 
-#define GR_REPORT_MAX_RECORDS 100000
+/* Grouping is by linear search (quadratic in the number of records), which
+ * takes a few seconds at most up to this many stages. */
+#define GR_REPORT_MAX_RECORDS 20000
 #define GR_REPORT_MAX_NAME    512 /* bytes of a stage id, variable or metric name */
 
 /* One record per stage. Its variables are the matrix bindings of its stage id
