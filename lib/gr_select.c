@@ -395,68 +395,144 @@ static int select_ranks(const float *x, size_t n, const uint64_t *ranks, int m, 
 /* ---- one rank of one large array: sample, then one filtering pass ----
  * A stratified sample of the keys brackets the wanted rank between two
  * keys (hi, lo) with a wide margin; one pass counts the elements above hi
- * and gathers those in [lo, hi]; if the rank falls among the gathered ones
- * (almost always), the radix selection finishes on them alone. Otherwise,
- * or when too many elements land in the bracket (heavy ties), the full
- * radix passes run: the result is exact either way. */
+ * and gathers those in [lo, hi] with their indices; if the rank falls among
+ * the gathered ones (almost always), the radix selection finishes on them
+ * alone, and so does the search for the tie cut. Otherwise, or when too many
+ * elements land in the bracket (heavy ties), the full radix passes run: the
+ * result is exact either way. */
 
 #define SAMPLE_MIN          ((size_t)1 << 16) /* below this, radix passes directly */
-#define SAMPLE_N            8192
+#define SAMPLE_N            16384
 #define SAMPLE_SIGMAS       5.0
 #define SAMPLE_SLACK        16.0
-#define GATHER_MAX_FRACTION 8 /* give up when more than n / 8 are gathered */
+#define GATHER_MAX_FRACTION 16 /* give up when more than n / 16 are gathered */
 
-static int cmp_u32_desc(const void *a, const void *b)
+/* Ascending LSD radix sort of 32-bit keys (tmp: scratch of n). */
+static void radix_sort_u32(uint32_t *k, uint32_t *tmp, size_t n)
 {
-    uint32_t p = *(const uint32_t *)a, q = *(const uint32_t *)b;
-    return p > q ? -1 : p < q;
+    size_t cnt[256];
+    for (int sh = 0; sh < 32; sh += 8) {
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < n; i++) cnt[(k[i] >> sh) & 255]++;
+        size_t sum = 0;
+        for (int c = 0; c < 256; c++) {
+            size_t t = cnt[c];
+            cnt[c] = sum;
+            sum += t;
+        }
+        for (size_t i = 0; i < n; i++) tmp[cnt[(k[i] >> sh) & 255]++] = k[i];
+        memcpy(k, tmp, n * sizeof *k);
+    }
 }
 
-/* Returns 1 with key/rem/eq set as the radix selection would, 0 when the
- * caller must fall back, or a negative error code. */
-static int sampled_select(const float *x, size_t n, uint64_t r, int mode, int threads,
-                          uint32_t *key, uint64_t *rem, uint64_t *eq)
+/* The filtering pass over x[a, b): counts keys above hi into *above and
+ * stores the elements with lo <= key <= hi, and their indices, into bt/bi
+ * (the count goes to *c; stores past cap land in slot cap, so the caller
+ * detects overflow by the count). Plain loop: always store, advance only for
+ * elements in range. */
+static void filter_range_ref(const float *x, size_t a, size_t b, int mode, uint32_t lo, uint32_t hi,
+                             float *bt, size_t *bi, size_t cap, uint64_t *above, uint64_t *c)
 {
-    uint32_t smp[SAMPLE_N];
+    for (size_t i = a; i < b; i++) {
+        uint32_t kk = key_of(x[i], mode);
+        size_t slot = *c < cap ? *c : cap;
+        *above += kk > hi;
+        bt[slot] = x[i];
+        bi[slot] = i;
+        *c += (kk >= lo) & (kk <= hi);
+    }
+}
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+/* The same, four keys per step: SSE2 compares (signed, so keys are biased
+ * by 2^31), a 4-bit movemask of the in-range lanes, and stores only for set
+ * bits, which are a few per cent of the elements. */
+static void filter_range(const float *x, size_t a, size_t b, int mode, uint32_t lo, uint32_t hi,
+                         float *bt, size_t *bi, size_t cap, uint64_t *above, uint64_t *c)
+{
+    const __m128i bias = _mm_set1_epi32((int)0x80000000u);
+    const __m128i vlo = _mm_xor_si128(_mm_set1_epi32((int)lo), bias);
+    const __m128i vhi = _mm_xor_si128(_mm_set1_epi32((int)hi), bias);
+    const __m128i absmask = _mm_set1_epi32(0x7fffffff), ones = _mm_set1_epi32(-1);
+    const int sgn = mode == GR_SEL_SIGNED;
+    uint64_t cnt = *c, up = 0;
+    size_t i = a;
+    while (b - i >= 4) {
+        /* lane counters of `above` stay far from overflow within a round */
+        size_t steps = (b - i) / 4 < ((size_t)1 << 20) ? (b - i) / 4 : ((size_t)1 << 20);
+        size_t end = i + 4 * steps;
+        __m128i acc = _mm_setzero_si128();
+        for (; i < end; i += 4) {
+            __m128i v = _mm_castps_si128(_mm_loadu_ps(x + i)), k;
+            if (sgn) /* signed key (~u or u | 2^31), then biased: flip bit 31 */
+                k = _mm_xor_si128(v, _mm_andnot_si128(bias, _mm_srai_epi32(v, 31)));
+            else
+                k = _mm_xor_si128(_mm_and_si128(v, absmask), bias);
+            __m128i gt = _mm_cmpgt_epi32(k, vhi), lt = _mm_cmplt_epi32(k, vlo);
+            acc = _mm_sub_epi32(acc, gt);
+            int in = _mm_movemask_ps(_mm_castsi128_ps(_mm_xor_si128(_mm_or_si128(gt, lt), ones)));
+            while (in) {
+                size_t j = i + (size_t)__builtin_ctz((unsigned)in), slot = cnt < cap ? cnt : cap;
+                bt[slot] = x[j];
+                bi[slot] = j;
+                cnt++;
+                in &= in - 1;
+            }
+        }
+        uint32_t lanes[4];
+        _mm_storeu_si128((__m128i *)lanes, acc);
+        up += (uint64_t)lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    }
+    *above += up;
+    *c = cnt;
+    filter_range_ref(x, i, b, mode, lo, hi, bt, bi, cap, above, c);
+}
+#else
+#define filter_range filter_range_ref
+#endif
+
+/* Result of a selection: the key of descending rank r, its rank among the
+ * elements equal to it, how many there are, and (when asked) tie_end as in
+ * gr_topk for selecting ranks 0..r. */
+typedef struct selres {
+    uint32_t key;
+    uint64_t rem, eq;
+    size_t tie_end;
+    int have_tie_end;
+} selres;
+
+/* Returns 1 with *res set, 0 when the caller must fall back, or a negative
+ * error code. */
+static int sampled_select(const float *x, size_t n, uint64_t r, int mode, int threads, selres *res)
+{
     const size_t m = SAMPLE_N;
+    int nt = clamp_threads(threads, n);
+    size_t cap = n / GATHER_MAX_FRACTION / (size_t)nt;
+    uint32_t *smp = malloc(2 * m * sizeof *smp);
+    float *buf = malloc((cap + 1) * (size_t)nt * sizeof *buf);
+    size_t *ibuf = malloc((cap + 1) * (size_t)nt * sizeof *ibuf);
+    uint64_t *cnt = malloc((size_t)nt * 2 * sizeof *cnt);
+    int rc = 0;
+    if (!smp || !buf || !ibuf || !cnt) {
+        rc = gr_seterr(GR_ENOMEM, "select: out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < m; i++)
         smp[i] = key_of(x[(size_t)(((double)i + 0.5) * (double)n / (double)m)], mode);
-    qsort(smp, m, sizeof *smp, cmp_u32_desc);
+    radix_sort_u32(smp, smp + m, m); /* ascending: descending position p is m-1-p */
     double q = (double)r / (double)n, ps = q * (double)m;
     double margin = SAMPLE_SIGMAS * sqrt((double)m * q * (1.0 - q)) + SAMPLE_SLACK;
     double hp = floor(ps - margin), lp = ceil(ps + margin);
-    uint32_t hi = hp < 0 ? UINT32_MAX : smp[(size_t)hp];
-    uint32_t lo = lp >= (double)m ? 0 : smp[(size_t)lp];
-    size_t cap_all = n / GATHER_MAX_FRACTION;
-    int nt = clamp_threads(threads, n);
-    size_t cap = cap_all / (size_t)nt;
-    float *buf = malloc((cap + 1) * (size_t)nt * sizeof *buf);
-    uint64_t *cnt = malloc((size_t)nt * 2 * sizeof *cnt);
-    if (!buf || !cnt) {
-        free(buf), free(cnt);
-        return gr_seterr(GR_ENOMEM, "select: out of memory");
-    }
+    uint32_t hi = hp < 0 ? UINT32_MAX : smp[m - 1 - (size_t)hp];
+    uint32_t lo = lp >= (double)m ? 0 : smp[m - 1 - (size_t)lp];
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int t = 0; t < nt; t++) {
         size_t a = n * (size_t)t / (size_t)nt, b = n * (size_t)(t + 1) / (size_t)nt;
-        float *bt = buf + (size_t)t * (cap + 1); /* slot cap absorbs overflowing stores */
         uint64_t above = 0, c = 0;
-        /* Branch-free: always store, advance only for elements in [lo, hi]. */
-        if (mode == GR_SEL_SIGNED) {
-            for (size_t i = a; i < b; i++) {
-                uint32_t kk = gr_sel_signkey(x[i]);
-                above += kk > hi;
-                bt[c < cap ? c : cap] = x[i];
-                c += (kk >= lo) & (kk <= hi);
-            }
-        } else {
-            for (size_t i = a; i < b; i++) {
-                uint32_t kk = gr_sel_abskey(x[i]);
-                above += kk > hi;
-                bt[c < cap ? c : cap] = x[i];
-                c += (kk >= lo) & (kk <= hi);
-            }
-        }
+        filter_range(x, a, b, mode, lo, hi, buf + (size_t)t * (cap + 1),
+                     ibuf + (size_t)t * (cap + 1), cap, &above, &c);
         cnt[2 * t] = above;
         cnt[2 * t + 1] = c;
     }
@@ -467,47 +543,61 @@ static int sampled_select(const float *x, size_t n, uint64_t r, int mode, int th
         cand += cnt[2 * t + 1];
         overflow |= cnt[2 * t + 1] > cap;
     }
-    int rc = 0;
-    if (!overflow && above <= r && r < above + cand) {
-        gr_gsel s;
-        uint64_t rr = r - above;
-        gsel_init(&s, mode, 1, cand < SMALL_N_MAX);
-        for (;;) {
-            for (int t = 0; t < nt && !rc; t++)
-                rc = gr_gsel_feed(&s, buf + (size_t)t * (cap + 1), (size_t)cnt[2 * t + 1]);
-            if (rc) break;
-            if (s.pass == 0 && (rc = gr_gsel_set_ranks(&s, &rr, 1))) break;
-            if ((rc = gr_gsel_end_pass(&s)) <= 0) break;
-            rc = 0; /* another pass */
-        }
-        if (!rc) {
-            *key = s.r[0].prefix;
-            *rem = s.r[0].rem;
-            *eq = s.r[0].eq; /* every element equal to key lies in [lo, hi] */
-            rc = 1;
-        }
-        gsel_free(&s);
+    if (overflow || r < above || r >= above + cand) goto done; /* fall back */
+    gr_gsel s;
+    uint64_t rr = r - above;
+    gsel_init(&s, mode, 1, cand < SMALL_N_MAX);
+    for (;;) {
+        for (int t = 0; t < nt && !rc; t++)
+            rc = gr_gsel_feed(&s, buf + (size_t)t * (cap + 1), (size_t)cnt[2 * t + 1]);
+        if (rc) break;
+        if (s.pass == 0 && (rc = gr_gsel_set_ranks(&s, &rr, 1))) break;
+        if ((rc = gr_gsel_end_pass(&s)) <= 0) break;
+        rc = 0; /* another pass */
     }
+    gsel_free(&s);
+    if (rc) goto done;
+    res->key = s.r[0].prefix;
+    res->rem = s.r[0].rem;
+    res->eq = s.r[0].eq; /* every element equal to key lies in [lo, hi] */
+    /* The tie cut: the (rem+1)-th gathered element equal to key, in index
+     * order (threads' regions are in index order). */
+    uint64_t need = res->rem + 1;
+    res->tie_end = n;
+    if (need < res->eq)
+        for (int t = 0; t < nt && need; t++) {
+            const float *bt = buf + (size_t)t * (cap + 1);
+            const size_t *bi = ibuf + (size_t)t * (cap + 1);
+            for (uint64_t j = 0; j < cnt[2 * t + 1]; j++)
+                if (key_of(bt[j], mode) == res->key && --need == 0) {
+                    res->tie_end = bi[j] + 1;
+                    break;
+                }
+        }
+    res->have_tie_end = 1;
+    rc = 1;
+done:
+    free(smp);
     free(buf);
+    free(ibuf);
     free(cnt);
     return rc;
 }
 
-/* The element of descending rank r: its key, its rank among the elements
- * equal to it, and how many there are. */
-static int select_one(const float *x, size_t n, uint64_t r, int mode, int threads, uint32_t *key,
-                      uint64_t *rem, uint64_t *eq)
+/* The element of descending rank r (see selres). */
+static int select_one(const float *x, size_t n, uint64_t r, int mode, int threads, selres *res)
 {
     if (n >= SAMPLE_MIN) {
-        int rc = sampled_select(x, n, r, mode, threads, key, rem, eq);
+        int rc = sampled_select(x, n, r, mode, threads, res);
         if (rc != 0) return rc < 0 ? rc : 0;
     }
     gr_gsel s;
     int rc = select_ranks(x, n, &r, 1, mode, threads, &s);
     if (rc) return rc;
-    *key = s.r[0].prefix;
-    *rem = s.r[0].rem;
-    *eq = s.r[0].eq;
+    res->key = s.r[0].prefix;
+    res->rem = s.r[0].rem;
+    res->eq = s.r[0].eq;
+    res->have_tie_end = 0;
     return 0;
 }
 
@@ -525,22 +615,25 @@ int gr_select_topk(const float *x, size_t n, size_t k, int threads, gr_topk *out
         out->tie_end = n;
         return 0;
     }
-    uint64_t rem, eq;
-    int rc = select_one(x, n, k - 1, GR_SEL_ABS, threads, &out->key, &rem, &eq);
+    selres res;
+    int rc = select_one(x, n, k - 1, GR_SEL_ABS, threads, &res);
     if (rc) return rc;
-    uint64_t need = rem + 1; /* tied elements to take */
-    out->tie_end = need == eq ? n : tie_end_of(x, n, out->key, need, threads);
+    out->key = res.key;
+    uint64_t need = res.rem + 1; /* tied elements to take */
+    if (res.have_tie_end)
+        out->tie_end = res.tie_end;
+    else
+        out->tie_end = need == res.eq ? n : tie_end_of(x, n, out->key, need, threads);
     return 0;
 }
 
 int gr_select_kth(const float *x, size_t n, size_t j, int mode, int threads, float *out)
 {
     if (j >= n) return gr_seterr(GR_EINVAL, "select: rank %zu out of range (%zu elements)", j, n);
-    uint32_t key;
-    uint64_t rem, eq;
-    int rc = select_one(x, n, (uint64_t)(n - 1 - j), mode, threads, &key, &rem, &eq);
+    selres res;
+    int rc = select_one(x, n, (uint64_t)(n - 1 - j), mode, threads, &res);
     if (rc) return rc;
-    *out = gr_sel_key_to_float(key, mode);
+    *out = gr_sel_key_to_float(res.key, mode);
     return 0;
 }
 
