@@ -45,14 +45,14 @@ static inline int gr_topk_has(const gr_topk *t, float x, size_t i)
 
 /* Exact top-k of x[0..n) by magnitude, k <= n, in O(n) time. Large arrays
  * (>= 64 Ki): a stratified sample brackets the k-th magnitude, one pass
- * counts the elements above the bracket and gathers those inside it (a few
- * per cent of n), and radix selection finishes on them; if the sample
- * misleads or the bracket overflows (heavy ties) the full radix passes run
- * instead (two or three counting passes over x). A scan places tie_end only
- * when the k-th magnitude is tied and not all ties are selected. Extra
- * memory: at most n/8 floats and per-thread histograms. threads <= 0 means
- * one; the result never depends on it. Returns 0, or GR_EINVAL if k > n,
- * GR_ENOMEM. */
+ * counts the elements above the bracket and gathers those inside it with
+ * their indices (a few per cent of n), and radix selection and the tie cut
+ * finish on them; if the sample misleads or the bracket overflows (heavy
+ * ties) the full radix passes run instead (two or three counting passes,
+ * plus a scan for tie_end when the k-th magnitude is tied). Extra memory: at
+ * most n/16 (value, index) pairs and per-thread histograms; x is not copied.
+ * threads <= 0 means one; the result never depends on it. Returns 0, or
+ * GR_EINVAL if k > n, GR_ENOMEM. */
 int gr_select_topk(const float *x, size_t n, size_t k, int threads, gr_topk *out);
 /* Reference: the same result from a full O(n log n) sort of (|x|, index). */
 int gr_select_topk_ref(const float *x, size_t n, size_t k, gr_topk *out);
