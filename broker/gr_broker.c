@@ -545,6 +545,7 @@ static void keep_for_replay(gr_broker *b, int cmd, gr_json *body, const uint8_t 
 
 static void resolve_infos(gr_broker *b, const redisReply *infos, int chain);
 static void recover(gr_broker *b, int chain);
+static void dispatch_idle(gr_broker *b);
 
 static void on_resolve(void *ud, redisReply *r)
 {
@@ -644,6 +645,7 @@ static void resolve_infos(gr_broker *b, const redisReply *infos, int chain)
         gr_rargs_str(&a, "check");
         gr_rargs_str(&a, "");
         gr_resolved_clear(&res);
+        op_hint(b, rstr(inf->element[2]));
     }
     cbctx *c = ctx_new(b, NULL);
     if (c) {
@@ -651,6 +653,10 @@ static void resolve_infos(gr_broker *b, const redisReply *infos, int chain)
         run_script(b, GR_LUA_RESOLVE, &a, on_resolve, c);
     } else
         gr_rargs_reset(&a);
+    /* idle workers for these ops ask right behind it in the same pipeline:
+     * Redis runs the two in order, so a stage made ready is leased without
+     * another round trip */
+    dispatch_idle(b);
 }
 
 /* ---- TASK ---- */

@@ -5,6 +5,8 @@
 #include "gr_test.h"
 #include "test_broker_util.h"
 
+#include "gr_cas.h"
+
 static th_redis R;
 static th_broker B;
 static void *Z;
@@ -341,6 +343,60 @@ static void test_watch_list_workers(void)
     th_close(&cl);
 }
 
+/* With --store the broker checks a memo entry's outputs against the store:
+ * present -> cached; deleted from the store -> the stage runs again. */
+static void test_memo_store(void)
+{
+    char dir[] = "/tmp/graft-broker-store-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    gr_cas *cas = gr_cas_open(dir);
+    CHECK(cas != NULL);
+    if (!cas) return;
+    char id[GR_ID_SZ];
+    CHECK(gr_cas_put_buf(cas, "memo me", 7, id) == 0);
+    th_broker b2 = {0};
+    gr_broker_opts o = O;
+    o.prefix = "graft-s:";
+    o.store = dir;
+    CHECK(th_broker_start(&b2, &o) == 0);
+    th_peer cl = th_connect(Z, b2.endpoint), w = th_connect(Z, b2.endpoint);
+    th_ready(&w, "w-store", "[\"echo\"]", NULL, 0);
+    const char *y = "name: m\nstages:\n  s: {op: echo}\n";
+    char err[512];
+    gr_wire_msg t = {0};
+    for (int round = 0; round < 3; round++) {
+        const char *j = th_submit(&cl, y, 0, err, sizeof err);
+        CHECK_MSG(j != NULL, "%s", err);
+        char jid[64];
+        snprintf(jid, sizeof jid, "%s", j ? j : "");
+        int ran = th_expect(&w, GR_CMD_TASK, &t, 1000, 1) == 0;
+        if (ran) th_done(&w, &t, id, NULL);
+        gr_json *s = th_wait_job(&cl, jid, 5000);
+        const char *st = gr_json_get_str(th_stage(s, "s"), "state", "");
+        if (round == 0) CHECK_MSG(ran && !strcmp(st, "done"), "round 0: %s", st);
+        if (round == 1) CHECK_MSG(!ran && !strcmp(st, "cached"), "round 1: %s", st);
+        if (round == 2) CHECK_MSG(ran && !strcmp(st, "done"), "round 2: %s", st);
+        CHECK(!strcmp(gr_json_get_str(gr_json_get(th_stage(s, "s"), "outputs"), "out", ""), id));
+        gr_json_free(s);
+        if (round == 1) { /* the artifact disappears from the store */
+            char *path = NULL;
+            uint64_t size;
+            CHECK(gr_cas_blob_path(cas, id, &path, &size) == 0);
+            CHECK(path && unlink(path) == 0);
+            free(path);
+        }
+    }
+    gr_wire_msg_clear(&t);
+    th_close(&w);
+    th_close(&cl);
+    th_broker_stop(&b2);
+    gr_cas_destroy(&cas);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) {
+    }
+}
+
 int main(void)
 {
     gr_log_set_level(getenv("GRAFT_TEST_LOG") ? GR_LOG_DEBUG : GR_LOG_ERROR);
@@ -364,6 +420,7 @@ int main(void)
     RUN(test_retries);
     RUN(test_priority_order);
     RUN(test_watch_list_workers);
+    RUN(test_memo_store);
     th_broker_stop(&B);
     zmq_ctx_term(Z);
     th_redis_cleanup(&R);
