@@ -817,6 +817,31 @@ static void on_ready(void *ud, redisReply *r)
     ctx_free(c);
 }
 
+/* Records w in Redis (ready.lua); when it names a task, the attempt is
+ * re-adopted or, if no longer its, cancelled at the worker (on_ready). */
+static void worker_register(gr_broker *b, bworker *w)
+{
+    cbctx *c = ctx_new(b, NULL);
+    if (!c || !(c->s1 = strdup(w->wid))) {
+        ctx_free(c);
+        return;
+    }
+    c->s2 = w->task ? strdup(w->task) : NULL;
+    c->i1 = w->attempt;
+    gr_rargs a = {0};
+    script_args(b, &a);
+    gr_rargs_str(&a, w->wid);
+    gr_rargs_str(&a, w->host);
+    gr_rargs_int(&a, w->pid);
+    gr_rargs_str(&a, w->ops_json ? w->ops_json : "[]");
+    gr_rargs_str(&a, w->version);
+    gr_rargs_int(&a, w->threads);
+    gr_rargs_str(&a, w->task ? w->task : "");
+    gr_rargs_int(&a, w->attempt);
+    gr_rargs_int(&a, b->lease_ms);
+    run_script(b, GR_LUA_READY, &a, on_ready, c);
+}
+
 static void handle_ready(gr_broker *b, gr_wire_msg *m)
 {
     const gr_json *body = m->body;
@@ -873,26 +898,7 @@ static void handle_ready(gr_broker *b, gr_wire_msg *m)
      * Redis says: it runs one task at a time */
     worker_set_task(w, task, attempt);
     send_heartbeat(b, w);
-
-    cbctx *c = ctx_new(b, m);
-    if (!c || !(c->s1 = strdup(wid))) {
-        ctx_free(c);
-        return;
-    }
-    c->s2 = task ? strdup(task) : NULL;
-    c->i1 = attempt;
-    gr_rargs a = {0};
-    script_args(b, &a);
-    gr_rargs_str(&a, wid);
-    gr_rargs_str(&a, w->host);
-    gr_rargs_int(&a, w->pid);
-    gr_rargs_str(&a, w->ops_json ? w->ops_json : "[]");
-    gr_rargs_str(&a, w->version);
-    gr_rargs_int(&a, w->threads);
-    gr_rargs_str(&a, task ? task : "");
-    gr_rargs_int(&a, attempt);
-    gr_rargs_int(&a, b->lease_ms);
-    run_script(b, GR_LUA_READY, &a, on_ready, c);
+    worker_register(b, w);
 }
 
 static void on_heartbeat(void *ud, redisReply *r)
@@ -1691,7 +1697,11 @@ static void timers(gr_broker *b)
         b->grace_until = now + b->lease_ms + b->o.heartbeat_ms;
         op_hint_all(b);
         b->next_second = now; /* recover at once */
-        for (size_t i = 0; i < b->nw; i++) b->w[i]->last_hb_write = 0;
+        for (size_t i = 0; i < b->nw; i++) {
+            /* Redis may have lost them (a restart) or missed their READY */
+            b->w[i]->last_hb_write = 0;
+            if (!b->w[i]->gone) worker_register(b, b->w[i]);
+        }
         /* replay results that arrived while Redis was away */
         size_t n = b->nrq;
         replay *rq = b->rq;
