@@ -276,26 +276,53 @@ void gr_fwd_destroy(gr_fwd **pf)
     *pf = NULL;
 }
 
-/* y (n, out) = x (n, in; row stride ldx) · w (out, in)ᵀ + beta·y, then + bias. */
+/* Threads for a parallel region doing about `work` multiply-adds or element
+ * operations: small regions run on the calling thread alone, since waking
+ * the team costs more than they do. */
+#define PAR_MIN_WORK 65536.0
+static int team(const gr_fwd *f, double work)
+{
+    return work < PAR_MIN_WORK ? 1 : f->threads;
+}
+
+/* y (n, out) = x (n, in; row stride ldx) · w (out, in)ᵀ + beta·y, then + bias.
+ * The product is split over graft's threads, each calling a single-threaded
+ * sgemm: by rows when there are enough of them, else by output columns (in
+ * multiples of 16, whole kernel tiles). Every element is still one dot
+ * product over `in` in the same order, whatever the split. */
 static void linear(gr_fwd *f, int n, const float *x, int ldx, const float *w, const float *bias,
                    int in, int out, float beta, float *y)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, ldx, w, in, beta, y,
-                out);
-    if (!bias) return;
+    const int parts = team(f, (double)n * out * in), by_rows = n >= 32 * parts;
+    const int step = ((out + parts - 1) / parts + 15) / 16 * 16;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(static)
+#pragma omp parallel for num_threads(parts) schedule(static)
 #endif
-    for (int r = 0; r < n; r++) {
-        float *yr = y + (size_t)r * out;
-        for (int o = 0; o < out; o++) yr[o] += bias[o];
+    for (int p = 0; p < parts; p++) {
+        int r0 = 0, r1 = n, c0 = 0, c1 = out;
+        if (by_rows) {
+            r0 = (int)((int64_t)n * p / parts);
+            r1 = (int)((int64_t)n * (p + 1) / parts);
+        } else {
+            c0 = p * step < out ? p * step : out;
+            c1 = c0 + step < out ? c0 + step : out;
+        }
+        if (r0 >= r1 || c0 >= c1) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, in, 1.0f,
+                    x + (size_t)r0 * ldx, ldx, w + (size_t)c0 * in, in, beta,
+                    y + (size_t)r0 * out + c0, out);
+        if (bias)
+            for (int r = r0; r < r1; r++) {
+                float *yr = y + (size_t)r * out;
+                for (int o = c0; o < c1; o++) yr[o] += bias[o];
+            }
     }
 }
 
 static void norm_rows(gr_fwd *f, int n, const float *w, const float *b)
 {
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(static)
+#pragma omp parallel for num_threads(team(f, 4.0 * n * f->C)) schedule(static)
 #endif
     for (int r = 0; r < n; r++)
         norm_row(f->x + (size_t)r * f->C, w, b, f->c->norm_eps, f->C, f->h + (size_t)r * f->C);
@@ -305,17 +332,15 @@ static void norm_rows(gr_fwd *f, int n, const float *w, const float *b)
  * qkv (B*T, W) → att (B*T, Q). One task per (sequence, head, block of
  * queries): S = scale·Q·Kᵀ (nq, nk) by sgemm straight from the strided q and
  * k columns, masked softmax by rows, O = P·V by sgemm straight into att. The
- * tasks share out graft's threads, each calling a single-threaded sgemm, so
- * one pool works at a time and a layer has one synchronisation point. */
+ * tasks share out graft's threads, each calling a single-threaded sgemm. */
 static void attention(gr_fwd *f, int layer, int B, int T)
 {
     const int hd = f->hd, W = f->W, g = f->g, Q = f->Q, H = f->H;
     const float scale = attn_scale(f->c, layer);
     const int window = layer_window(f->c, layer);
     const int nb = (T + QBLOCK - 1) / QBLOCK, ntask = B * H * nb;
-    openblas_set_num_threads(1);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(team(f, (double)B *H *T *T *hd)) schedule(dynamic, 1)
 #endif
     for (int task = 0; task < ntask; task++) {
 #ifdef _OPENMP
@@ -347,7 +372,6 @@ static void attention(gr_fwd *f, int layer, int B, int T)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, s, nk, v, W, 0.0f,
                     o, Q);
     }
-    openblas_set_num_threads(f->threads);
 }
 
 int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float *logits,
@@ -364,7 +388,11 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
         return gr_seterr(GR_EINVAL, "forward: first position %d out of range", first);
     int rc = check_tokens(c, tokens, (size_t)B * T);
     if (rc) return rc;
-    openblas_set_num_threads(f->threads);
+    /* All parallel work runs on graft's (OpenMP) threads, OpenBLAS calls are
+     * single-threaded: two pools of idle-spinning threads taking turns fight
+     * over the cores (measured: 27x slower on a small model at 2 threads). */
+    const int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     const int N = B * T, C = f->C, half = f->hd / 2;
 
     for (int r = 0; r < N; r++) { /* embeddings: (N, C) */
@@ -378,7 +406,7 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
         linear(f, N, f->h, C, L->wqkv, L->bqkv, C, f->W, 0.0f, f->qkv);
         if (c->rope != GR_ROPE_NONE) {
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(static)
+#pragma omp parallel for num_threads(team(f, 3.0 * N * (f->Q + f->KV))) schedule(static)
 #endif
             for (int r = 0; r < N; r++) {
                 const float *cs = f->cos_t + (size_t)(r % T) * half;
@@ -395,7 +423,7 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
         const int NI = f->NI, U = f->U, gated = c->family == GR_FAMILY_LLAMA;
         const gr_act act = c->act;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(static)
+#pragma omp parallel for num_threads(team(f, 16.0 * N * NI)) schedule(static)
 #endif
         for (int r = 0; r < N; r++) {
             float *row = f->mlp + (size_t)r * U;
@@ -417,11 +445,10 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
         for (int t0 = first; t0 < last; t0 += f->lg_rows) {
             const int n = last - t0 < f->lg_rows ? last - t0 : f->lg_rows;
             const size_t r0 = (size_t)b * T + t0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, f->h + r0 * C, C,
-                        w->lm_head, C, 0.0f, f->lg, V);
+            linear(f, n, f->h + r0 * C, C, w->lm_head, NULL, C, V, 0.0f, f->lg);
             if (logits) memcpy(logits + r0 * V, f->lg, (size_t)n * V * sizeof(float));
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(f->threads) schedule(static)
+#pragma omp parallel for num_threads(team(f, 16.0 * n * V)) schedule(static)
 #endif
             for (int i = 0; i < n; i++) {
                 const int t = t0 + i;
@@ -431,6 +458,7 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
             }
         }
     }
+    openblas_set_num_threads(blas_threads);
     return 0;
 }
 
