@@ -1,7 +1,7 @@
 /* gr_forward: the fp32 forward pass of a gr_model over whole windows of
  * tokens (OpenBLAS sgemm over all positions at once, causal attention per
- * head group), giving next-token log-probabilities; plus a plain per-token
- * reference implementation to hold it against. */
+ * head and block of queries), giving next-token log-probabilities; plus a
+ * plain per-token reference implementation to hold it against. */
 #ifndef GR_FORWARD_H
 #define GR_FORWARD_H
 
@@ -13,9 +13,11 @@ typedef struct gr_fwd gr_fwd;
 
 /* Workspace for running m (borrowed: must outlive the gr_fwd) on up to
  * max_rows positions per call (B sequences of T tokens: B*T <= max_rows, and
- * T <= the model's max_position_embeddings). threads is the budget shared
- * by OpenBLAS (set with openblas_set_num_threads on each run) and graft's own
- * loops. NULL with gr_errmsg() on failure. */
+ * T <= the model's max_position_embeddings). threads is the op's thread
+ * budget: a run splits every matrix product and loop over that many OpenMP
+ * threads, each calling OpenBLAS single-threaded (one pool, never two; the
+ * caller's openblas_set_num_threads setting is restored when a run returns).
+ * NULL with gr_errmsg() on failure. */
 gr_fwd *gr_fwd_new(const gr_model *m, int max_rows, int threads);
 void gr_fwd_destroy(gr_fwd **f);
 
