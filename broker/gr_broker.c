@@ -663,6 +663,41 @@ static void resolve_infos(gr_broker *b, const redisReply *infos, int chain)
 
 static void on_ignore(void *ud, redisReply *r);
 
+/* The stage is back in ready:<op> (c->s1): let idle workers ask. */
+static void on_requeued(void *ud, redisReply *r)
+{
+    cbctx *c = ud;
+    if (r && r->type == REDIS_REPLY_ARRAY) op_hint(c->b, c->s1);
+    ctx_free(c);
+}
+
+/* A leased task that cannot go to its worker (gone, or busy after all):
+ * straight back to the ready queue without using a retry (fail.lua
+ * 'undelivered'). t: dispatch_one's reply. */
+static void requeue_undelivered(gr_broker *b, const redisReply *t, const char *wid, const char *why)
+{
+    GR_WARN(LOG, "task %s:%s attempt %lld: %s; requeued", rstr(rel(t, 0)), rstr(rel(t, 1)),
+            (long long)rint_(rel(t, 2)), why);
+    gr_rargs a = {0};
+    script_args(b, &a);
+    gr_rargs_str(&a, rstr(rel(t, 0)));
+    gr_rargs_str(&a, rstr(rel(t, 1)));
+    gr_rargs_int(&a, rint_(rel(t, 2)));
+    gr_rargs_str(&a, wid);
+    gr_rargs_str(&a, why);
+    gr_rargs_str(&a, "1");
+    gr_rargs_str(&a, "undelivered");
+    cbctx *c = ctx_new(b, NULL);
+    if (c && !(c->s1 = strdup(rstr(rel(t, 3))))) {
+        ctx_free(c);
+        c = NULL;
+    }
+    if (c)
+        run_script(b, GR_LUA_FAIL, &a, on_requeued, c);
+    else
+        gr_rargs_reset(&a);
+}
+
 /* t: dispatch_one's reply {jid, sid, attempt, op, params, inputs, deadline,
  * timeout_ms, ready_us}. */
 static void send_task(gr_broker *b, bworker *w, const redisReply *t)
@@ -690,19 +725,8 @@ static void send_task(gr_broker *b, bworker *w, const redisReply *t)
     if (*ready_us) gr_wire_pk_kv_int(&o, "ready_us", strtoll(ready_us, NULL, 10));
     GR_DEBUG(LOG, "TASK %s attempt %lld -> worker %s", task.data, (long long)attempt, w->wid);
     if (send_buf(b, w->peer, w->peer_len, GR_CMD_TASK, &o)) {
-        /* never reached the worker: straight back to the queue, no retry used */
-        GR_WARN(LOG, "task %s attempt %lld: worker %s unreachable (%s); requeued", task.data,
-                (long long)attempt, w->wid, gr_errmsg());
-        gr_rargs a = {0};
-        script_args(b, &a);
-        gr_rargs_str(&a, jid);
-        gr_rargs_str(&a, sid);
-        gr_rargs_int(&a, attempt);
-        gr_rargs_str(&a, w->wid);
-        gr_rargs_str(&a, "worker unreachable");
-        gr_rargs_str(&a, "1");
-        gr_rargs_str(&a, "undelivered");
-        run_script(b, GR_LUA_FAIL, &a, on_ignore, ctx_new(b, NULL));
+        /* never reached the worker: straight back to the queue */
+        requeue_undelivered(b, t, w->wid, "worker unreachable");
         worker_set_task(w, NULL, 0);
         w->gone = 1;
     }
@@ -736,16 +760,15 @@ static void on_dispatch(void *ud, redisReply *r)
     gr_broker *b = c->b;
     bworker *w = worker_by_id(b, c->s1);
     if (w) w->inflight = 0;
-    if (w && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 9) {
-        if (w->task) /* cannot happen: dispatch only asks for idle workers */
-            GR_WARN(LOG, "worker %s got a task while busy", w->wid);
-        send_task(b, w, r);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 9) {
+        if (w && !w->task && !w->gone)
+            send_task(b, w, r);
+        else
+            requeue_undelivered(b, r, c->s1, w ? "worker busy meanwhile" : "worker gone meanwhile");
     } else if (w && r && r->type == REDIS_REPLY_NIL) {
         ops_empty(b, w, c);
     } else if (r && r->type == REDIS_REPLY_ERROR) {
         GR_WARN(LOG, "dispatch: %s", r->str);
-    } else if (!w && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 9) {
-        /* the worker vanished meanwhile: its lease lapses and the stage is requeued */
     }
     ctx_free(c);
 }
@@ -971,26 +994,37 @@ static void on_done(void *ud, redisReply *r)
     cbctx *c = ud;
     gr_broker *b = c->b;
     bworker *w = c->s1 ? worker_by_id(b, c->s1) : NULL;
-    if (w) w->inflight = 0;
     if (!r) {
+        if (w && c->gens) w->inflight = 0;
         keep_for_replay(b, c->cmd, c->body, c->peer, c->peer_len);
         c->body = NULL;
         ctx_free(c);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
+        if (w && c->gens) w->inflight = 0;
         GR_ERROR(LOG, "%s: %s", gr_wire_cmd_name(c->cmd), r->str);
     } else if (c->cmd == GR_CMD_DONE) {
         if (!strcmp(rstr(rel(r, 0)), "stale"))
             GR_DEBUG(LOG, "stale DONE for %s attempt %lld ignored", c->s2, (long long)c->i1);
+        /* the worker's next task first: resolve_infos below may dispatch to
+         * idle workers, and this one must not look idle */
+        const redisReply *nxt = rel(r, 3);
+        if (c->gens) {
+            if (w) w->inflight = 0;
+            if (is_arr(nxt) && nxt->elements >= 9) {
+                if (w && !w->task && !w->gone)
+                    send_task(b, w, nxt);
+                else
+                    requeue_undelivered(b, nxt, c->s1,
+                                        w ? "worker busy meanwhile" : "worker gone meanwhile");
+            } else if (w && nxt && nxt->type == REDIS_REPLY_NIL) {
+                ops_empty(b, w, c);
+            }
+        }
         resolve_infos(b, rel(r, 1), 0);
         const redisReply *fin = rel(r, 2);
         if (fin && fin->type == REDIS_REPLY_STRING) GR_INFO(LOG, "job of %s %s", c->s2, fin->str);
-        const redisReply *nxt = rel(r, 3);
-        if (w && is_arr(nxt) && nxt->elements >= 9 && !w->task)
-            send_task(b, w, nxt);
-        else if (w && nxt && nxt->type == REDIS_REPLY_NIL && c->gens)
-            ops_empty(b, w, c);
     } else {
         const char *res = rstr(rel(r, 0));
         if (!strcmp(res, "stale"))
@@ -1863,6 +1897,7 @@ int gr_broker_run(gr_broker *b, volatile sig_atomic_t *stop)
             b->redis_url, b->prefix, b->o.heartbeat_ms, b->o.liveness);
     gr_wire_msg m = {0};
     int rc = 0;
+    gr_rconn_ensure(b->rc); /* connect before the first request, not after */
     while (!*stop) {
         int64_t now = mono_ms();
         int64_t next = b->next_tick;

@@ -44,7 +44,7 @@ static void test_dead_worker(void)
     int64_t dt = th_now_ms() - t0;
     CHECK_EQ_INT(gr_json_get_int(t2.body, "attempt", 0), a1 + 1);
     /* lease = HB x LIVENESS = 300 ms; the tick runs every 50 ms */
-    CHECK_MSG(dt >= HB * LIVENESS - 20 && dt < HB * LIVENESS + 400, "requeued after %lld ms",
+    CHECK_MSG(dt >= HB * LIVENESS - 20 && dt < HB * LIVENESS + 2000, "requeued after %lld ms",
               (long long)dt);
     /* the presumed-dead worker answers late: acknowledged and ignored */
     th_done(&w1, &t1, "sha256:1111111111111111111111111111111111111111111111111111111111111111",
@@ -88,7 +88,7 @@ static void test_timeout(void)
     int64_t t0 = th_now_ms();
     CHECK(th_expect(&w, GR_CMD_ABORT, &c, 5000, 1) == 0);
     int64_t dt = th_now_ms() - t0;
-    CHECK_MSG(dt >= 950 && dt < 1500, "cancelled after %lld ms", (long long)dt);
+    CHECK_MSG(dt >= 950 && dt < 3000, "cancelled after %lld ms", (long long)dt);
     CHECK(!strcmp(gr_json_get_str(c.body, "task", ""), gr_json_get_str(t.body, "task", "")));
     CHECK_EQ_INT(gr_json_get_int(c.body, "attempt", 0), a1);
     /* the handler stops and the worker reports it: a stale FAIL */
