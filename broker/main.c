@@ -45,7 +45,7 @@ int main(int argc, char **argv)
     gr_broker_opts o = {0};
     o.redis_url = getenv("GRAFT_REDIS");
     o.store = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes one value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--version")) {
@@ -84,7 +84,6 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (!o.bind || !o.redis_url) {
         fprintf(stderr, "graft-broker: %s is required\n", !o.bind ? "--bind" : "--redis");
