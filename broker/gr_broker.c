@@ -40,6 +40,10 @@
 #define LIST_MAX         10000
 #define XREAD_COUNT      1000
 #define SUBMIT_CHUNK     2000 /* stages per submit.lua call */
+/* A reply slower than this counts as Redis gone. The longest script is the
+ * one finishing a job, which sets the retention on each of its stage keys
+ * (100,000 stages: well under a second on an idle machine). */
+#define REDIS_TIMEOUT_MS 10000
 
 /* ------------------------------------------------------------------ */
 /* state                                                               */
@@ -1874,7 +1878,7 @@ gr_broker *gr_broker_new(const gr_broker_opts *opts)
         gr_seterr(GR_ENOMEM, "out of memory");
         goto fail;
     }
-    if (!(b->rc = gr_rconn_new(b->redis_url, 2000))) goto fail;
+    if (!(b->rc = gr_rconn_new(b->redis_url, REDIS_TIMEOUT_MS))) goto fail;
     if (b->store && !(b->cas = gr_cas_open(b->store))) goto fail;
     if (!(b->zctx = zmq_ctx_new())) {
         gr_seterr(GR_EIO, "zmq context: %s", zmq_strerror(zmq_errno()));
