@@ -261,6 +261,19 @@ static void test_perplexity_strided(void)
     CHECK_CONTAINS(gr_errmsg(), "shards of different evaluations");
     CHECK(run_eval(NULL, NULL, "{\"task\": \"combine\", \"inputs\": [\"%s\"]}", tpath("nope")) ==
           GR_ENOTFOUND);
+    /* hand-made results: a missing sum, parts that do not match the count */
+    write_text(tpath("r1.json"), "{\"task\":\"perplexity\",\"shard\":[0,1],\"units\":\"windows\","
+                                 "\"total\":1,\"first\":0,\"count\":1,\"settings\":{},"
+                                 "\"sums\":{\"nll\":2.0},\"parts\":{\"nll\":[2.0]}}");
+    CHECK(run_eval(NULL, NULL, "{\"task\": \"combine\", \"inputs\": [\"%s\"]}", tpath("r1.json")) ==
+          GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "sums.tokens is missing (task 'perplexity' needs it)");
+    write_text(tpath("r2.json"), "{\"task\":\"perplexity\",\"shard\":[0,1],\"units\":\"windows\","
+                                 "\"total\":2,\"first\":0,\"count\":2,\"settings\":{},"
+                                 "\"sums\":{\"nll\":2.0,\"tokens\":4},\"parts\":{\"nll\":[2.0]}}");
+    CHECK(run_eval(NULL, NULL, "{\"task\": \"combine\", \"inputs\": [\"%s\"]}", tpath("r2.json")) ==
+          GR_EINVAL);
+    CHECK_CONTAINS(gr_errmsg(), "parts.nll must list 2 values");
 }
 
 /* Multiple choice: contexts are golden prefixes, the right choice the true

@@ -27,7 +27,8 @@ static int choice_finish(const gr_eval_sums *s, gr_buf *b)
     gr_buf_json_num(b, n > 0 ? gr_eval_sum_get(s, "correct") / n : NAN);
     gr_buf_puts(b, ",\"acc_norm\":");
     gr_buf_json_num(b, n > 0 ? gr_eval_sum_get(s, "correct_norm") / n : NAN);
-    gr_buf_printf(b, ",\"n\":%.0f", n);
+    gr_buf_puts(b, ",\"n\":");
+    gr_buf_json_num(b, n);
     return b->oom ? gr_seterr(GR_ENOMEM, "out of memory") : 0;
 }
 
@@ -141,6 +142,8 @@ done:
     return rc;
 }
 
+static const char *const choice_sums[] = {"correct", "correct_norm", "n", NULL};
+
 static const char *const choice_params[] = {"model", "data", "limit", "shard", NULL};
 
 const gr_eval_task gr_eval_task_choice = {
@@ -149,4 +152,5 @@ const gr_eval_task gr_eval_task_choice = {
     .params = choice_params,
     .run = choice_run,
     .finish = choice_finish,
+    .sums = choice_sums,
 };

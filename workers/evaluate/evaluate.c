@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+// clang-format off
 /* Every parameter of every task (the pipeline layer learns from this table
  * which parameters are inputs); each task accepts only its own subset. */
 static const gr_param evaluate_params[] = {
@@ -46,6 +47,7 @@ static const gr_eval_task *const tasks[] = {
     &gr_eval_task_classify,
     NULL,
 };
+// clang-format on
 
 const gr_eval_task *gr_eval_task_find(const char *name)
 {
@@ -292,6 +294,14 @@ int gr_eval_combine(const char *const *paths, size_t n, gr_buf *result, gr_buf *
         rc = gr_seterr(GR_EINVAL, "combine: %s: task '%.64s' cannot be combined", paths[0], task);
         goto done;
     }
+    for (const char *const *q = t->sums; q && *q; q++) {
+        const gr_json *v = gr_json_get(gr_json_get(s[0].j, "sums"), *q);
+        if (!v || v->type != GR_JSON_NUM) {
+            rc = gr_seterr(GR_EINVAL, "combine: %s: sums.%s is missing (task '%s' needs it)",
+                           paths[0], *q, task);
+            goto done;
+        }
+    }
     const gr_json *settings0 = gr_json_get(s[0].j, "settings");
     const gr_json *units0 = gr_json_get(s[0].j, "units");
     for (size_t k = 0; k < n; k++) {
@@ -347,6 +357,16 @@ int gr_eval_combine(const char *const *paths, size_t n, gr_buf *result, gr_buf *
     const gr_json *parts0 = gr_json_get(s[0].j, "parts");
     const char *pkey =
         parts0 && parts0->type == GR_JSON_OBJ && parts0->len == 1 ? parts0->keys[0] : NULL;
+    /* every shard must list one part per unit before the parts are gathered
+     * (so the allocation below is bounded by what the files hold) */
+    for (size_t k = 0; pkey && k < n; k++) {
+        const gr_json *pk = gr_json_get(gr_json_get(s[k].j, "parts"), pkey);
+        if (!pk || pk->type != GR_JSON_ARR || pk->len != s[k].count) {
+            rc = gr_seterr(GR_EINVAL, "combine: %s: parts.%s must list %llu values", s[k].path,
+                           pkey, (unsigned long long)s[k].count);
+            goto done;
+        }
+    }
     if (pkey && s[0].total && !(parts = malloc(s[0].total * sizeof *parts))) {
         rc = gr_seterr(GR_ENOMEM, "out of memory");
         goto done;
@@ -387,7 +407,7 @@ int gr_eval_combine(const char *const *paths, size_t n, gr_buf *result, gr_buf *
             for (uint64_t e = 0; e < u; e++) v += parts[e];
         if ((rc = gr_eval_sum_set(&sums, key, v))) goto done;
     }
-    char *settings_text = gr_jsonb_canon(settings0 ? settings0 : NULL);
+    char *settings_text = settings0 ? gr_jsonb_canon(settings0) : NULL;
     gr_eval_result r = {
         .task = t,
         .shard_i = 0,
@@ -407,6 +427,13 @@ int gr_eval_combine(const char *const *paths, size_t n, gr_buf *result, gr_buf *
                       n);
         if (metrics->oom) rc = gr_seterr(GR_ENOMEM, "out of memory");
     }
+    gr_json *check = rc ? NULL : gr_json_parse(metrics->data, metrics->len, "metrics");
+    if (!rc && !check) /* a task's finish fed values it cannot print */
+        rc = gr_seterr(GR_EINVAL,
+                       "combine: the shard results of task '%s' give no valid "
+                       "metrics (sums missing or out of range)",
+                       task);
+    gr_json_free(check);
     free(settings_text);
 done:
     for (size_t k = 0; k < n; k++) gr_json_free(s[k].j);

@@ -55,6 +55,9 @@ typedef struct gr_eval_task {
      * without braces ("\"acc\":0.5,\"n\":10"); used for one shard and for
      * combined shards. NULL for tasks that cannot be sharded. */
     int (*finish)(const gr_eval_sums *s, gr_buf *b);
+    /* The sums finish reads (NULL-terminated; NULL = unchecked): combine
+     * rejects shard results that lack one. */
+    const char *const *sums;
 } gr_eval_task;
 
 /* The task called name, or NULL. */

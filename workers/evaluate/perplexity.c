@@ -64,7 +64,8 @@ static int ppl_finish(const gr_eval_sums *s, gr_buf *b)
     gr_buf_json_num(b, mean);
     gr_buf_puts(b, ",\"ppl\":");
     gr_buf_json_num(b, exp(mean));
-    gr_buf_printf(b, ",\"tokens\":%.0f", tokens);
+    gr_buf_puts(b, ",\"tokens\":");
+    gr_buf_json_num(b, tokens);
     return b->oom ? gr_seterr(GR_ENOMEM, "out of memory") : 0;
 }
 
@@ -184,6 +185,8 @@ done:
     return rc;
 }
 
+static const char *const ppl_sums[] = {"nll", "tokens", NULL};
+
 static const char *const ppl_params[] = {"model", "data",  "token_dtype", "seq_len", "stride",
                                          "batch", "limit", "shard",       NULL};
 
@@ -193,4 +196,5 @@ const gr_eval_task gr_eval_task_perplexity = {
     .params = ppl_params,
     .run = ppl_run,
     .finish = ppl_finish,
+    .sums = ppl_sums,
 };
