@@ -125,7 +125,7 @@ static int seq_line(const char *s, size_t len, int line, void *ud)
     snprintf(where, sizeof where, "%s:%d", p->what, line);
     gr_json *j = gr_json_parse(s, len, where);
     if (!j) return gr_errcode();
-    int rc = put_ids(j, p->what, line, "the line", p->vocab, &t->ids, &p->n, &p->cap);
+    int rc = put_ids(j, p->what, line, "sequence", p->vocab, &t->ids, &p->n, &p->cap);
     size_t got = j->len;
     gr_json_free(j);
     if (rc) return rc;

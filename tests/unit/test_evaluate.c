@@ -398,7 +398,7 @@ static void test_errors(void)
         const char *msg;
     } bad[] = {
         {0, "L", "bad.jsonl", "", GR_EINVAL,
-         "bad.jsonl:2: the line item 1: token id 160 is >= the vocabulary size 160"},
+         "bad.jsonl:2: sequence item 1: token id 160 is >= the vocabulary size 160"},
         {0, "L", "empty.jsonl", "", GR_EINVAL, "empty.jsonl: empty data file"},
         {0, "L", "empty.bin", "", GR_EINVAL, "empty.bin: empty data file"},
         {0, "L", "g.jsonl", ", \"seq_len\": 512", GR_EINVAL,

@@ -85,11 +85,11 @@ static void test_jsonl(void)
         const char *text, *msg;
     } bad[] = {
         {"[1, 2]\n[3, 10]\n",
-         "d.jsonl:2: the line item 1: token id 10 is >= the vocabulary size 10"},
-        {"[1, 2]\n\n[3, -1]\n", "d.jsonl:3: the line item 1 is not a token id"},
-        {"[1, 2.5]\n", "d.jsonl:1: the line item 1 is not a token id"},
-        {"[1, \"2\"]\n", "d.jsonl:1: the line item 1 is not a token id"},
-        {"{\"ids\": [1, 2]}\n", "d.jsonl:1: the line must be an array of token ids, not object"},
+         "d.jsonl:2: sequence item 1: token id 10 is >= the vocabulary size 10"},
+        {"[1, 2]\n\n[3, -1]\n", "d.jsonl:3: sequence item 1 is not a token id"},
+        {"[1, 2.5]\n", "d.jsonl:1: sequence item 1 is not a token id"},
+        {"[1, \"2\"]\n", "d.jsonl:1: sequence item 1 is not a token id"},
+        {"{\"ids\": [1, 2]}\n", "d.jsonl:1: sequence must be an array of token ids, not object"},
         {"[1, 2]\n[3]\n", "d.jsonl:2: a sequence needs at least 2 tokens (has 1)"},
         {"[1, 2]\n[3, 4\n", "d.jsonl:2"},
         {"", "d.jsonl: empty data file"},
