@@ -1955,7 +1955,11 @@ void gr_broker_destroy(gr_broker **pb)
     for (size_t i = 0; i < b->nrq; i++) gr_json_free(b->rq[i].body);
     free(b->rq);
     free(b->logged);
-    if (b->sock) zmq_close(b->sock);
+    if (b->sock) {
+        int zero = 0; /* nothing to wait for at shutdown */
+        zmq_setsockopt(b->sock, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(b->sock);
+    }
     if (b->zctx) zmq_ctx_term(b->zctx);
     gr_cas_destroy(&b->cas);
     free(b->bind);

@@ -945,7 +945,8 @@ void *gr_wire_dealer(void *zctx, const char *endpoint)
         gr_seterr(GR_EIO, "zmq DEALER socket: %s", zmq_strerror(zmq_errno()));
         return NULL;
     }
-    int linger = 0, ivl = 100, ivl_max = 2000;
+    /* a result sent just before the socket is closed still goes out */
+    int linger = GR_WIRE_LINGER_MS, ivl = 100, ivl_max = 2000;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
@@ -964,7 +965,9 @@ void *gr_wire_router(void *zctx, const char *endpoint)
         gr_seterr(GR_EIO, "zmq ROUTER socket: %s", zmq_strerror(zmq_errno()));
         return NULL;
     }
-    int one = 1, linger = 0, hwm = 100000;
+    /* linger > 0 also keeps what a peer sent just before it disconnected:
+     * with 0, libzmq discards a closed connection's unread messages */
+    int one = 1, linger = GR_WIRE_LINGER_MS, hwm = 100000;
     zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);

@@ -172,11 +172,16 @@ int gr_wire_json_write(gr_buf *b, const gr_json *j, int sort_keys);
 gr_json *gr_wire_json_dup(const gr_json *j);
 
 /* ---- sockets ---- */
-/* A DEALER connected to endpoint (linger 0, reconnect ivl 100 ms rising to
- * 2 s); NULL with gr_errmsg on failure. Close with zmq_close. */
+/* Linger of the sockets below: messages sent just before zmq_close still
+ * go out for this long (zmq_ctx_term waits for them); set ZMQ_LINGER to 0
+ * before closing to drop them instead. On the ROUTER it also keeps the
+ * messages a peer sent just before disconnecting (libzmq drops them with 0). */
+#define GR_WIRE_LINGER_MS 1000
+/* A DEALER connected to endpoint (reconnect ivl 100 ms rising to 2 s); NULL
+ * with gr_errmsg on failure. Close with zmq_close. */
 void *gr_wire_dealer(void *zctx, const char *endpoint);
-/* The broker's ROUTER bound to endpoint, with ZMQ_ROUTER_MANDATORY and
- * linger 0; NULL with gr_errmsg on failure. */
+/* The broker's ROUTER bound to endpoint, with ZMQ_ROUTER_MANDATORY; NULL with
+ * gr_errmsg on failure. */
 void *gr_wire_router(void *zctx, const char *endpoint);
 
 #endif

@@ -501,6 +501,36 @@ static void test_sockets(void)
     zmq_ctx_term(ctx);
 }
 
+/* Messages a peer sends just before it closes its socket reach the broker
+ * (linger on both sides; libzmq drops them on a ROUTER with linger 0). */
+static void test_close_after_send(void)
+{
+    void *ctx = zmq_ctx_new();
+    void *r = gr_wire_router(ctx, "tcp://127.0.0.1:*");
+    CHECK(r != NULL);
+    if (!r) return;
+    char ep[128];
+    size_t epl = sizeof ep;
+    zmq_getsockopt(r, ZMQ_LAST_ENDPOINT, ep, &epl);
+    gr_wire_stats rs = {0};
+    for (int round = 0; round < 3; round++) {
+        void *d = gr_wire_dealer(ctx, ep);
+        for (int i = 0; i < 50; i++) gr_wire_send(d, NULL, 0, GR_CMD_HEARTBEAT, NULL, 0, NULL);
+        zmq_close(d); /* at once, before the broker has read anything */
+    }
+    gr_wire_msg m = {0};
+    int got = 0;
+    while (got < 150) {
+        zmq_pollitem_t it = {r, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 3000) <= 0) break;
+        while (gr_wire_recv(r, GR_WIRE_TO_BROKER, 1, GR_WIRE_NOWAIT, &m, &rs) == 0) got++;
+    }
+    CHECK_EQ_INT(got, 150);
+    gr_wire_msg_clear(&m);
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     RUN(test_protocol_examples);
@@ -509,5 +539,6 @@ int main(void)
     RUN(test_frames_and_fields);
     RUN(test_json_write_dup);
     RUN(test_sockets);
+    RUN(test_close_after_send);
     TEST_MAIN_END();
 }
