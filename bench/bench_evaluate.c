@@ -119,7 +119,7 @@ static int write_model(const char *dir)
     return fclose(f) ? gr_seterr(GR_EIO, "%s: write failed", p) : 0;
 }
 
-/* OpenBLAS sgemm GFLOP/s on n^3 (best of 3): the machine limit for the
+/* OpenBLAS sgemm GFLOP/s on n^3 (best of 8): the machine limit for the
  * matrix products that make up most of the forward pass. */
 static double sgemm_peak(int n, int threads)
 {
@@ -128,7 +128,7 @@ static double sgemm_peak(int n, int threads)
     float *c = malloc(sizeof(float) * n * n);
     for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
     double best = 0;
-    for (int r = 0; r < 3; r++) {
+    for (int r = 0; r < 8; r++) {
         double t0 = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
         double g = 2.0 * n * n * n / (now() - t0) / 1e9;
