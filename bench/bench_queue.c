@@ -4,8 +4,10 @@
  *   - throughput: stages/s from the first dispatch to the job's end,
  *   - latency at about half that rate: p50/p99 of enqueue -> worker receives
  *     (TASK ready_us, the broker's clock, vs. the worker's clock: same host),
- *   - the peer: the same Redis running a 3-command Lua transition, pipelined,
- *     so the figures read as a ratio to what Redis itself can do,
+ *   - two peers on the same Redis, so the figures read as ratios: a
+ *     3-command Lua transition, pipelined (what Redis does for a minimal
+ *     transition), and graft's own dispatch.lua + done.lua driven directly,
+ *     pipelined, with no broker and no ZeroMQ (what Redis allows graft),
  *   - broker RSS after each of several jobs (memory must stay flat).
  * Usage: bench_queue [--stages 20000] [--workers 4] [--jobs 5] [--half-s 5]
  * graft-broker is looked up as $GRAFT_BIN/graft-broker, else beside this
