@@ -32,7 +32,8 @@ static int classify_finish(const gr_eval_sums *s, gr_buf *b)
     gr_buf_json_num(b, n > 0 ? gr_eval_sum_get(s, "correct") / n : NAN);
     gr_buf_puts(b, ",\"loss\":");
     gr_buf_json_num(b, n > 0 ? gr_eval_sum_get(s, "loss") / n : NAN);
-    gr_buf_printf(b, ",\"n\":%.0f", n);
+    gr_buf_puts(b, ",\"n\":");
+    gr_buf_json_num(b, n);
     return b->oom ? gr_seterr(GR_ENOMEM, "out of memory") : 0;
 }
 
@@ -155,4 +156,5 @@ const gr_eval_task gr_eval_task_classify = {
     .params = classify_params,
     .run = classify_run,
     .finish = classify_finish,
+    .sums = (const char *const[]){"correct", "loss", "n", NULL},
 };
