@@ -24,6 +24,7 @@ int cmd_status(int argc, char **argv);  /* cmd_jobs.c */
 int cmd_watch(int argc, char **argv);   /* cmd_jobs.c */
 int cmd_cancel(int argc, char **argv);  /* cmd_jobs.c */
 int cmd_workers(int argc, char **argv); /* cmd_jobs.c */
+int cmd_top(int argc, char **argv);     /* cmd_top.c */
 int cmd_up(int argc, char **argv);      /* cmd_up.c */
 int cmd_run(int argc, char **argv);     /* cmd_up.c */
 int cmd_exec(int argc, char **argv);    /* cmd_exec.c */
