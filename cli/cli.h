@@ -27,6 +27,7 @@ int cmd_workers(int argc, char **argv); /* cmd_jobs.c */
 int cmd_top(int argc, char **argv);     /* cmd_top.c */
 int cmd_up(int argc, char **argv);      /* cmd_up.c */
 int cmd_run(int argc, char **argv);     /* cmd_up.c */
+int cmd_ops(int argc, char **argv);     /* cmd_ops.c */
 int cmd_exec(int argc, char **argv);    /* cmd_exec.c */
 int cmd_merge(int argc, char **argv);   /* cmd_merge.c */
 int cmd_tensors(int argc, char **argv); /* cmd_tensors.c */

@@ -19,6 +19,7 @@ static const cli_cmd commands[] = {
     {"cancel", cmd_cancel, "cancel JOB"},
     {"workers", cmd_workers, "workers [--json]"},
     {"top", cmd_top, "top [--redis URL] [--prefix P] [--once] [--json] [--interval S]   dashboard"},
+    {"ops", cmd_ops, "ops [OP] [--json]                     the ops this build serves, with parameters"},
     {"exec", cmd_exec, "exec OP key=value... [--input NAME=PATH] [-o DIR]   run one op in-process"},
     {"merge", cmd_merge, "merge CONFIG.yml OUT_DIR [--threads N] [--seed N]   run a mergekit config"},
     {NULL, NULL, NULL},

@@ -98,7 +98,7 @@ int gr_buf_json_str(gr_buf *b, const char *s, size_t n)
 int gr_buf_json_num(gr_buf *b, double v)
 {
     if (!isfinite(v)) return gr_buf_puts(b, "null");
-    if (v == (double)(long long)v && fabs(v) < 1e15) return gr_buf_printf(b, "%lld", (long long)v);
+    if (fabs(v) < 1e15 && v == (double)(long long)v) return gr_buf_printf(b, "%lld", (long long)v);
     char tmp[32];
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, v);

@@ -79,6 +79,14 @@ static void test_writer(void)
     gr_buf_putc(&b, ' ');
     gr_buf_json_num(&b, NAN);
     CHECK(!strcmp(b.data, "0.1 3 null"));
+    /* magnitudes beyond long long are printed, not cast (UB) */
+    gr_buf_reset(&b);
+    gr_buf_json_num(&b, 1e300);
+    gr_buf_putc(&b, ' ');
+    gr_buf_json_num(&b, -9.3e18);
+    CHECK(!strcmp(b.data, "1e+300 -9.3e+18"));
+    gr_buf_reset(&b);
+    gr_buf_json_num(&b, 0.1);
     gr_json *j = gr_json_parse(b.data, 3, NULL);
     CHECK(j && j->num == 0.1);
     gr_json_free(j);
