@@ -24,6 +24,8 @@ typedef struct sp_tensor {
     _Atomic(uint64_t *) prefix; /* prefix[b] = stored elements before block b */
     int bad;                    /* mask failed its check (message kept in err) */
     char *err;
+    const char *lo; /* first data byte of its (values') file */
+    size_t file;    /* index of that file in the checkpoint */
 } sp_tensor;
 
 struct gr_sparse {
@@ -32,6 +34,7 @@ struct gr_sparse {
     size_t n;
     int has_sparse, is_delta;
     pthread_mutex_t mu;
+    size_t *order; /* indices of t in storage order */
 };
 
 typedef struct part {
@@ -167,6 +170,45 @@ static int fold_sparse(gr_sparse *s, sp_tensor *o, const part *p, size_t np, con
     return 0;
 }
 
+static int stored_cmp(const void *a, const void *b, void *ctx)
+{
+    const gr_sparse *s = ctx;
+    const sp_tensor *x = &s->t[*(const size_t *)a], *y = &s->t[*(const size_t *)b];
+    const gr_tensor *dx = x->dense ? x->dense : x->values, *dy = y->dense ? y->dense : y->values;
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    uintptr_t px = (uintptr_t)dx->data, py = (uintptr_t)dy->data;
+    return px < py ? -1 : px > py;
+}
+
+/* Files of the checkpoint and the first data byte of each, and the tensors
+ * in the order their data are stored (reading in that order keeps the
+ * kernel's fault-around from mapping pages already released). */
+static int storage_order(gr_sparse *s)
+{
+    size_t nf = gr_ckpt_nfiles(s->ck);
+    s->order = malloc((s->n ? s->n : 1) * sizeof *s->order);
+    if (!s->order) return gr_seterr(GR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < s->n; i++) {
+        sp_tensor *o = &s->t[i];
+        const gr_tensor *d = o->dense ? o->dense : o->values;
+        s->order[i] = i;
+        for (size_t f = 0; f < nf; f++) {
+            const gr_st *st = gr_ckpt_file(s->ck, f);
+            if (strcmp(gr_st_path(st), d->file)) continue;
+            o->file = f;
+            o->lo = gr_st_count(st) ? gr_st_tensor(st, 0)->data : NULL;
+            break;
+        }
+    }
+    qsort_r(s->order, s->n, sizeof *s->order, stored_cmp, s);
+    return 0;
+}
+
+const gr_sparse_tensor *gr_sparse_stored(const gr_sparse *s, size_t i)
+{
+    return i < s->n ? &s->t[s->order[i]].pub : NULL;
+}
+
 gr_sparse *gr_sparse_wrap(gr_ckpt *ck)
 {
     gr_sparse *s = NULL;
@@ -235,6 +277,7 @@ gr_sparse *gr_sparse_wrap(gr_ckpt *ck)
         i = j;
     }
     qsort(s->t, s->n, sizeof *s->t, tensor_cmp);
+    if (storage_order(s)) goto fail;
     const char *kind = gr_ckpt_meta_get(ck, GR_SPARSE_META_KIND);
     s->is_delta =
         s->has_sparse ||
@@ -267,6 +310,7 @@ void gr_sparse_close(gr_sparse **sp)
         free(s->t[i].err);
     }
     free(s->t);
+    free(s->order);
     gr_ckpt_close(&s->ck);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -413,13 +457,21 @@ int gr_sparse_read_f32(gr_sparse *s, const gr_sparse_tensor *t, uint64_t off, ui
     return 0;
 }
 
-static void release_range(const void *p, uint64_t n)
+/* inner: only pages entirely inside [p, p+n) (neighbours may still be in
+ * use by a concurrent reader of the next range); else every page touched. */
+static void release_pages(const void *p, uint64_t n, int inner)
 {
     if (!p || !n) return;
     long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)p, e = a + n;
-    a &= ~(uintptr_t)(pg - 1);
-    e = (e + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    uintptr_t a = (uintptr_t)p, e = a + n, m = (uintptr_t)pg - 1;
+    if (inner) {
+        a = (a + m) & ~m;
+        e &= ~m;
+        if (e <= a) return;
+    } else {
+        a &= ~m;
+        e = (e + m) & ~m;
+    }
     /* The data live in a read-only file mapping (gr_st maps files with
      * PROT_READ), so dropped pages are simply faulted back from the file. */
     (void)madvise((void *)a, e - a, MADV_DONTNEED);
@@ -429,9 +481,24 @@ void gr_sparse_release(gr_sparse *s, const gr_sparse_tensor *t)
 {
     (void)s;
     const sp_tensor *o = (const sp_tensor *)t;
-    if (o->dense) release_range(o->dense->data, o->dense->nbytes);
-    if (o->mask) release_range(o->mask->data, o->mask->nbytes);
-    if (o->values) release_range(o->values->data, o->values->nbytes);
+    /* everything of the file up to the tensor's end: pages of earlier
+     * tensors that the kernel's fault-around mapped again go too */
+    if (o->dense && o->lo && (const char *)o->dense->data >= o->lo)
+        release_pages(o->lo, (uint64_t)((const char *)o->dense->data - o->lo) + o->dense->nbytes,
+                      0);
+    else if (o->dense)
+        release_pages(o->dense->data, o->dense->nbytes, 0);
+    if (o->mask) release_pages(o->mask->data, o->mask->nbytes, 0);
+    if (o->values) release_pages(o->values->data, o->values->nbytes, 0);
+}
+
+void gr_sparse_release_range(gr_sparse *s, const gr_sparse_tensor *t, uint64_t off, uint64_t n)
+{
+    (void)s;
+    const sp_tensor *o = (const sp_tensor *)t;
+    if (!o->dense || off > t->nelem || n > t->nelem - off) return;
+    uint64_t esz = o->dense->nelem ? o->dense->nbytes / o->dense->nelem : 0;
+    release_pages((const char *)o->dense->data + off * esz, n * esz, 1);
 }
 
 int gr_sparse_declare(gr_stw *w, const char *name, gr_dtype dt, int ndim, const int64_t *shape,

@@ -59,6 +59,8 @@ const gr_ckpt *gr_sparse_ckpt(const gr_sparse *s);
 size_t gr_sparse_count(const gr_sparse *s);
 const gr_sparse_tensor *gr_sparse_at(const gr_sparse *s, size_t i);
 const gr_sparse_tensor *gr_sparse_find(const gr_sparse *s, const char *name);
+/* Tensors in the order their data are stored (file by file, by offset). */
+const gr_sparse_tensor *gr_sparse_stored(const gr_sparse *s, size_t i);
 /* Whether at least one tensor is stored sparse. */
 int gr_sparse_has_sparse(const gr_sparse *s);
 /* Whether the file says it is a delta (graft.kind is delta or sparse-delta,
@@ -73,10 +75,14 @@ const gr_tensor *gr_sparse_dense(const gr_sparse *s, const gr_sparse_tensor *t);
  * GR_EUNSUP for values of a non-float dtype. */
 int gr_sparse_read_f32(gr_sparse *s, const gr_sparse_tensor *t, uint64_t off, uint64_t n,
                        float *dst);
-/* Tells the kernel the mapped pages of t are no longer needed, so a pass
- * over a model keeps only the tensors in use resident. Harmless if t is read
+/* Tells the kernel the mapped pages of t, and of the tensors stored before
+ * it in its file, are no longer needed, so a pass over a model in storage
+ * order keeps only the tensor in use resident. Harmless if they are read
  * again (the pages come back from the page cache). */
 void gr_sparse_release(gr_sparse *s, const gr_sparse_tensor *t);
+/* The same for the pages holding only elements [off, off+n) of a dense
+ * tensor (no-op for sparse ones), for passes that stream a tensor. */
+void gr_sparse_release_range(gr_sparse *s, const gr_sparse_tensor *t, uint64_t off, uint64_t n);
 
 /* ---- writing ---- */
 /* Bytes of the mask of an n-element tensor. */

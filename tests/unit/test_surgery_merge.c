@@ -342,6 +342,45 @@ static void test_big_tensor(void)
     free((char *)o1), free((char *)o4);
 }
 
+/* Tensors above `chunk` elements stream in pieces for the element-wise
+ * methods: the same bytes as whole-tensor merging (the m<i>-<method>
+ * outputs of test_methods_vs_ref), also with pieces that cut rows. */
+static void test_streamed(void)
+{
+    static const size_t idx[] = {0, 1, 2, 3, 4, 7, 8};
+    for (size_t q = 0; q < sizeof idx / sizeof idx[0]; q++) {
+        const mcase *c = &CASES[idx[q]];
+        char p[8192], whole[64];
+        snprintf(whole, sizeof whole, "m%zu-%s", idx[q], c->method);
+        const char *out = ts_path(tmp, "streamed");
+        gr_fs_rmrf(out);
+        case_json(c, FT,
+                  q % 2 ? "\"dtype\":\"float32\",\"chunk\":777"
+                        : "\"dtype\":\"float32\",\"chunk\":1000",
+                  p, sizeof p);
+        int rc = ts_run_op("merge", p, out, 2, NULL);
+        CHECK_MSG(rc == 0, "%s: %s", c->method, gr_errmsg());
+        CHECK_MSG(same_file(ts_path(out, "model.safetensors"),
+                            ts_path(ts_path(tmp, whole), "model.safetensors")),
+                  "%s: streamed and whole-tensor merges differ", c->method);
+    }
+    /* l1 rescale: one factor per tensor, from sums over the pieces */
+    mcase l1 = CASES[8];
+    char p[8192];
+    const char *out = ts_path(tmp, "streamed-l1");
+    case_json(&l1, FT, "\"dtype\":\"float32\",\"chunk\":999,\"rescale\":\"l1\"", p, sizeof p);
+    CHECK(!ts_run_op("merge", p, out, 2, NULL));
+    const char *out0 = ts_path(tmp, "whole-l1");
+    case_json(&l1, FT, "\"dtype\":\"float32\",\"chunk\":0,\"rescale\":\"l1\"", p, sizeof p);
+    CHECK(!ts_run_op("merge", p, out0, 2, NULL));
+    for (size_t t = 0; t < NT; t++) {
+        uint64_t n, n2;
+        float *a = ts_read(out, FAM[t].name, &n), *b = ts_read(out0, FAM[t].name, &n2);
+        CHECK(a && b && n == n2 && ts_relerr(a, b, n) <= 1e-6);
+        free(a), free(b);
+    }
+}
+
 static void test_dtypes(void)
 {
     const mcase *c = &CASES[3]; /* ties */
@@ -545,6 +584,7 @@ int main(void)
     RUN(test_methods_vs_numpy);
     RUN(test_thread_determinism);
     RUN(test_big_tensor);
+    RUN(test_streamed);
     RUN(test_dtypes);
     RUN(test_delta_inputs);
     RUN(test_gradients_filters);

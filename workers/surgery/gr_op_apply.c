@@ -93,7 +93,7 @@ static int apply_run(gr_op_ctx *ctx)
     }
     uint64_t maxn = 1, total = 0;
     for (size_t i = 0; i < gr_src_count(base); i++) {
-        const gr_src_tensor *b = gr_src_at(base, i);
+        const gr_src_tensor *b = gr_src_stored(base, i);
         if (b->nelem > maxn) maxn = b->nelem;
         total += b->nelem;
     }
@@ -109,7 +109,7 @@ static int apply_run(gr_op_ctx *ctx)
         goto fail;
     }
     for (size_t i = 0; i < gr_src_count(base); i++) {
-        const gr_src_tensor *b = gr_src_at(base, i);
+        const gr_src_tensor *b = gr_src_stored(base, i);
         gr_dtype odt = have_dt && gr_dtype_is_float(b->dtype) ? dt : b->dtype;
         if ((rc = gr_stw_add(w, b->name, odt, b->ndim, b->shape))) goto fail;
     }
@@ -117,7 +117,7 @@ static int apply_run(gr_op_ctx *ctx)
     size_t changed = 0;
     double done = 0, l2 = 0;
     for (size_t i = 0; i < gr_src_count(base); i++) {
-        const gr_src_tensor *b = gr_src_at(base, i), *d = gr_src_find(delta, b->name);
+        const gr_src_tensor *b = gr_src_stored(base, i), *d = gr_src_find(delta, b->name);
         uint64_t n = b->nelem;
         if (gr_op_cancelled(ctx)) {
             rc = gr_seterr(GR_ECANCEL, "apply: cancelled");

@@ -49,7 +49,7 @@ static int make_plan(gr_src *base, gr_src *model, int strict, gr_warns *w, plan 
     size_t k = 0;
     char s1[160], s2[160];
     for (size_t i = 0; i < nm; i++) {
-        const gr_src_tensor *m = gr_src_at(model, i);
+        const gr_src_tensor *m = gr_src_stored(model, i);
         const gr_src_tensor *b = gr_src_find(base, m->name);
         if (!b) {
             free(p);

@@ -117,7 +117,7 @@ static int xlora_run(gr_op_ctx *ctx)
     mods = calloc(nt + 1, sizeof *mods);
     buf = malloc(maxn * sizeof *buf);
     tr = malloc(maxn * sizeof *tr);
-    bytes = malloc(maxn * 8);
+    bytes = malloc(maxn * (gr_dtype_bits(dt) / 8));
     if (!mods || !buf || !tr || !bytes) goto oom;
     if (!(sp = gr_spool_new(ctx->workdir))) {
         rc = gr_errcode();
@@ -126,7 +126,7 @@ static int xlora_run(gr_op_ctx *ctx)
     size_t esz = gr_dtype_bits(dt) / 8;
     int maxr = 0;
     for (size_t i = 0; i < nt; i++) {
-        const gr_src_tensor *t = gr_src_at(src, i);
+        const gr_src_tensor *t = gr_src_stored(src, i);
         if (!gr_surg_selected(inc, exc, t->name)) continue;
         size_t len = strlen(t->name);
         if (t->ndim != 2 || len < 8 || strcmp(t->name + len - 7, ".weight")) {

@@ -41,6 +41,9 @@ static const gr_param merge_params[] = {
     {"dtype", GR_P_STR, 0, "output dtype (default: the base's)"},
     {"shard_size", GR_P_INT, 0, "bytes per safetensors shard (default 5 GB)"},
     {"strict", GR_P_BOOL, 0, "fail on missing tensors and shape mismatches instead of warning"},
+    {"chunk", GR_P_INT, 0,
+     "elements per piece when a larger tensor streams (linear, task_arithmetic, ties, "
+     "breadcrumbs, breadcrumbs_ties; default 4194304; 0: whole tensors)"},
     {"tokenizer_source", GR_P_INPUT, 0,
      "checkpoint whose tokenizer files are copied (default base)"},
     {NULL, 0, 0, NULL},
@@ -72,6 +75,7 @@ typedef struct merge_job {
     int strict, have_dtype, global, in_kind, threads;
     gr_dtype dtype;
     long nlayers;
+    uint64_t chunk; /* elements per streamed piece; 0: never stream */
     mtensor *tp;
     size_t nt;
     gr_warns warns;
@@ -164,7 +168,7 @@ static int plan(merge_job *j)
     j->tp = calloc(j->nt + 1, sizeof *j->tp);
     if (!j->tp) return gr_seterr(GR_ENOMEM, "out of memory");
     for (size_t i = 0; i < j->nt; i++) {
-        j->tp[i].bt = gr_src_at(ref, i);
+        j->tp[i].bt = gr_src_stored(ref, i);
         j->tp[i].mt = calloc(j->k, sizeof *j->tp[i].mt);
         j->tp[i].use = calloc(j->k, 1);
         if (!j->tp[i].mt || !j->tp[i].use) return gr_seterr(GR_ENOMEM, "out of memory");
@@ -517,6 +521,145 @@ static int pcb_passes(merge_job *j, gr_pcb_global *g, float *base, float **in)
     return rc;
 }
 
+/* Whether tensor tp streams in pieces: the method merges element by element
+ * after an exact magnitude or breadcrumbs cut, which the global selection of
+ * gr_prune computes over the pieces of one tensor exactly as over the whole
+ * (ties go to the lower index either way). Random masks (dare, della), slerp,
+ * model_stock and pcb need the whole tensor. */
+static int streams(const merge_job *j, const mtensor *tp)
+{
+    gr_merge_method m = j->o.method;
+    if (!j->chunk || tp->bt->nelem <= j->chunk || j->global || m == GR_MERGE_SLERP ||
+        m == GR_MERGE_MODEL_STOCK || m == GR_MERGE_PCB)
+        return 0;
+    if (j->o.sparsify != GR_PRUNE_NONE && j->o.sparsify != GR_PRUNE_MAGNITUDE &&
+        j->o.sparsify != GR_PRUNE_BREADCRUMBS)
+        return 0;
+    for (size_t mi = 0; mi < j->k; mi++)
+        if (tp->use[mi] == USE_READ && !gr_src_streamable(j->m[mi].src, tp->mt[mi])) return 0;
+    return 1;
+}
+
+/* Model mi's input for elements [off, off+m) of tp into buf (base: the
+ * base's elements there, or NULL). */
+static int read_piece(merge_job *j, const mtensor *tp, size_t mi, const float *base, uint64_t off,
+                      uint64_t m, float *buf)
+{
+    gr_src *src = j->m[mi].src;
+    if (tp->use[mi] == USE_ZERO) {
+        if (j->in_kind == GR_MERGE_IN_DELTAS || !base)
+            memset(buf, 0, m * sizeof *buf);
+        else
+            memcpy(buf, base, m * sizeof *buf);
+        return 0;
+    }
+    const gr_src_tensor *t = tp->mt[mi];
+    if (j->in_kind == GR_MERGE_IN_DELTAS) return gr_src_read_delta_range(src, t, base, off, m, buf);
+    if (!t->theta && !base)
+        return gr_seterr(GR_EINVAL, "merge: %s is a delta; the method needs a base to add it to",
+                         gr_src_role(src));
+    return gr_src_read_theta_range(src, t, base, off, m, buf);
+}
+
+/* Merges a large tensor piece by piece: the sparsifier's cut is selected
+ * over the pieces first (two or three passes of gr_prune_global per model),
+ * then every piece is read, cut and merged with density 1, and written. */
+static int merge_streamed(merge_job *j, const mtensor *tp, float *base, float **in, float **sub,
+                          gr_merge_model *mm, gr_stw *w, double done, double total)
+{
+    const gr_src_tensor *b = tp->bt;
+    uint64_t n = b->nelem, step = j->chunk;
+    gr_prune_global **g = calloc(j->k, sizeof *g);
+    int *more = calloc(j->k, sizeof *more), rc = 0, any = 0;
+    if (!g || !more) {
+        rc = gr_seterr(GR_ENOMEM, "merge: out of memory");
+        goto out;
+    }
+    for (size_t mi = 0; mi < j->k; mi++) {
+        gr_merge_model x;
+        if (tp->use[mi] == USE_SKIP || (rc = model_params(j, mi, b->name, &x))) {
+            if (rc) goto out;
+            continue;
+        }
+        if (j->o.sparsify == GR_PRUNE_NONE || x.density >= 1) continue;
+        gr_prune_params pp;
+        gr_prune_params_init(&pp, j->o.sparsify);
+        pp.density = x.density;
+        pp.gamma = x.gamma;
+        pp.epsilon = x.epsilon;
+        pp.rescale = j->o.rescale;
+        if (!(g[mi] = gr_prune_global_new(&pp, j->threads))) {
+            rc = gr_adderr(gr_errcode(), "merge: model %zu, tensor '%s'", mi, b->name);
+            goto out;
+        }
+        more[mi] = any = 1;
+    }
+    while (any) { /* selection passes */
+        for (uint64_t off = 0; off < n; off += step) {
+            uint64_t m = n - off < step ? n - off : step;
+            if (j->base && (rc = gr_src_read_range(j->base, b, off, m, base))) goto out;
+            for (size_t mi = 0; mi < j->k; mi++) {
+                if (!more[mi]) continue;
+                if ((rc = read_piece(j, tp, mi, j->base ? base : NULL, off, m, in[mi])) ||
+                    (rc = gr_prune_global_feed(g[mi], in[mi], m)))
+                    goto out;
+            }
+            if (gr_op_cancelled(j->ctx)) {
+                rc = gr_seterr(GR_ECANCEL, "merge: cancelled");
+                goto out;
+            }
+        }
+        any = 0;
+        for (size_t mi = 0; mi < j->k; mi++) {
+            if (!more[mi]) continue;
+            int r = gr_prune_global_end_pass(g[mi]);
+            if (r < 0) {
+                rc = gr_adderr(r, "merge: model %zu, tensor '%s'", mi, b->name);
+                goto out;
+            }
+            more[mi] = r > 0;
+            any |= more[mi];
+        }
+    }
+    gr_merge_opts o = j->o;
+    for (uint64_t off = 0; off < n; off += step) {
+        uint64_t m = n - off < step ? n - off : step;
+        const float *bp = NULL;
+        if (j->base) {
+            if ((rc = gr_src_read_range(j->base, b, off, m, base))) goto out;
+            bp = base;
+        }
+        size_t k = 0;
+        for (size_t mi = 0; mi < j->k; mi++) {
+            if (tp->use[mi] == USE_SKIP) continue;
+            if ((rc = read_piece(j, tp, mi, bp, off, m, in[mi])) ||
+                (g[mi] && (rc = gr_prune_global_apply(g[mi], in[mi], m, NULL))) ||
+                (rc = model_params(j, mi, b->name, &mm[k])))
+                goto out;
+            mm[k].density = 1; /* cut above */
+            sub[k++] = in[mi];
+        }
+        if (k) {
+            gr_merge_tinfo ti = {b->name, (size_t)m, (size_t)m};
+            if ((rc = gr_merge_tensor(&o, &ti, bp, sub, j->in_kind, mm, k, base))) goto out;
+        }
+        if ((rc = gr_stw_write_f32(w, base, m))) goto out;
+        gr_op_progress(j->ctx, done + (double)(off + m), total, "%s", b->name);
+        if (gr_op_cancelled(j->ctx)) {
+            rc = gr_seterr(GR_ECANCEL, "merge: cancelled");
+            goto out;
+        }
+    }
+    if (j->base) gr_src_release(j->base, b);
+    for (size_t mi = 0; mi < j->k; mi++)
+        if (tp->use[mi] == USE_READ) gr_src_release(j->m[mi].src, tp->mt[mi]);
+out:
+    for (size_t mi = 0; g && mi < j->k; mi++) gr_prune_global_destroy(&g[mi]);
+    free(g);
+    free(more);
+    return rc;
+}
+
 static int merge_run(gr_op_ctx *ctx)
 {
     merge_job j = {0};
@@ -539,6 +682,13 @@ static int merge_run(gr_op_ctx *ctx)
         goto fail;
     }
     if ((rc = gr_op_str(ctx, "tokenizer_source", NULL, &tok))) goto fail;
+    int64_t chunk;
+    if ((rc = gr_op_int(ctx, "chunk", (int64_t)1 << 22, &chunk))) goto fail;
+    if (chunk < 0) {
+        rc = gr_seterr(GR_EINVAL, "merge: parameter 'chunk' must be >= 0");
+        goto fail;
+    }
+    j.chunk = (uint64_t)chunk;
     if ((rc = plan(&j))) goto fail;
     names = calloc(j.nt + 1, sizeof *names);
     if (!names) {
@@ -552,7 +702,8 @@ static int merge_run(gr_op_ctx *ctx)
     uint64_t maxn = 1, total = 0;
     for (size_t i = 0; i < j.nt; i++) {
         const gr_src_tensor *b = j.tp[i].bt;
-        if (b->nelem > maxn) maxn = b->nelem;
+        uint64_t need = streams(&j, &j.tp[i]) ? j.chunk : b->nelem;
+        if (need > maxn) maxn = need;
         total += b->nelem;
         if (!gr_dtype_is_float(b->dtype)) continue;
         for (size_t mi = 0; mi < j.k; mi++) {
@@ -634,6 +785,12 @@ static int merge_run(gr_op_ctx *ctx)
                 goto fail;
             }
             if ((rc = gr_stw_write(w, raw->data, raw->nbytes))) goto fail;
+            continue;
+        }
+        if (!pcb && streams(&j, tp)) {
+            if ((rc = merge_streamed(&j, tp, base, in, sub, mm, w, done, (double)total))) goto fail;
+            done += (double)n;
+            gr_op_progress(ctx, done, (double)total, "%s", b->name);
             continue;
         }
         const float *bp = NULL;

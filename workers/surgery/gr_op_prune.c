@@ -217,7 +217,7 @@ static int prune_run(gr_op_ctx *ctx)
     }
     uint64_t maxn = 1, total = 0;
     for (size_t i = 0; i < nt; i++) {
-        const gr_src_tensor *t = gr_src_at(j.in, i);
+        const gr_src_tensor *t = gr_src_stored(j.in, i);
         names[i] = t->name;
         if (t->nelem > maxn) maxn = t->nelem;
         total += t->nelem;
@@ -232,7 +232,13 @@ static int prune_run(gr_op_ctx *ctx)
     j.nlayers = gr_surg_num_layers(gr_src_config(j.in), names, nt);
     buf = malloc(maxn * sizeof *buf);
     mask = malloc(gr_sparse_mask_bytes(maxn) + 1);
-    bytes = malloc(maxn * 8);
+    uint64_t maxb = 1; /* bytes of the largest tensor in its output dtype */
+    for (size_t i = 0; i < nt; i++) {
+        const gr_src_tensor *t = gr_src_at(j.in, i);
+        uint64_t b = t->nelem * (gr_dtype_bits(j.have_dtype ? j.dtype : t->dtype) / 8);
+        if (b > maxb) maxb = b;
+    }
+    bytes = malloc(maxb);
     if (!buf || !mask || !bytes) {
         rc = gr_seterr(GR_ENOMEM, "prune: out of memory for a tensor of %llu elements",
                        (unsigned long long)maxn);
@@ -240,7 +246,7 @@ static int prune_run(gr_op_ctx *ctx)
     }
     /* every tensor's parameters are checked before any work */
     for (size_t i = 0; i < nt; i++) {
-        const gr_src_tensor *t = gr_src_at(j.in, i);
+        const gr_src_tensor *t = gr_src_stored(j.in, i);
         gr_prune_params pp;
         if (gr_surg_selected(j.include, j.exclude, t->name) &&
             (rc = tensor_params(&j, t->name, &pp)))
@@ -256,7 +262,7 @@ static int prune_run(gr_op_ctx *ctx)
         int pass = 0;
         do {
             for (size_t i = 0; i < nt; i++) {
-                const gr_src_tensor *t = gr_src_at(j.in, i);
+                const gr_src_tensor *t = gr_src_stored(j.in, i);
                 if (!gr_surg_selected(j.include, j.exclude, t->name)) continue;
                 if ((rc = gr_src_read(j.in, t, t->nelem, buf)) ||
                     (rc = gr_prune_global_feed(g, buf, t->nelem)))
@@ -281,7 +287,7 @@ static int prune_run(gr_op_ctx *ctx)
     double done = 0;
     gr_buf_putc(&per, '[');
     for (size_t i = 0; i < nt; i++) {
-        const gr_src_tensor *t = gr_src_at(j.in, i);
+        const gr_src_tensor *t = gr_src_stored(j.in, i);
         pentry *e = &ent[i];
         uint64_t n = t->nelem;
         e->t = t;

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 /* Elements per conversion chunk when a tensor is read by several threads. */
-#define READ_CHUNK (1u << 18)
+#define READ_CHUNK (1u << 16)
 
 struct gr_src {
     gr_src_kind kind;
@@ -30,6 +30,7 @@ struct gr_src {
     gr_sparse *sp; /* MODEL, DELTA */
     gr_lora *lora; /* LORA */
     gr_src_tensor *t;
+    const gr_src_tensor **stored; /* t in storage order */
     size_t n;
     int threads;
 };
@@ -63,7 +64,10 @@ gr_src *gr_src_open(const char *path, const char *role)
             o->nelem = e->nelem;
             o->theta = e->kind == GR_LORA_FULL;
         }
-        return s; /* entries are already sorted by target */
+        /* entries are sorted by target: that is their order */
+        if (!(s->stored = malloc((s->n ? s->n : 1) * sizeof *s->stored))) goto oom;
+        for (size_t i = 0; i < s->n; i++) s->stored[i] = &s->t[i];
+        return s;
     }
     if (!(s->sp = gr_sparse_open(path))) goto fail_ctx;
     s->kind = gr_sparse_is_delta(s->sp) ? GR_SRC_DELTA : GR_SRC_MODEL;
@@ -81,6 +85,9 @@ gr_src *gr_src_open(const char *path, const char *role)
         o->theta = s->kind == GR_SRC_MODEL;
     }
     qsort(s->t, s->n, sizeof *s->t, src_tensor_cmp);
+    if (!(s->stored = malloc((s->n ? s->n : 1) * sizeof *s->stored))) goto oom;
+    for (size_t i = 0; i < s->n; i++)
+        s->stored[i] = gr_src_find(s, gr_sparse_stored(s->sp, i)->name);
     return s;
 oom:
     gr_seterr(GR_ENOMEM, "out of memory");
@@ -99,6 +106,7 @@ void gr_src_close(gr_src **sp)
     gr_sparse_close(&s->sp);
     gr_lora_close(&s->lora);
     free(s->t);
+    free(s->stored);
     free(s->path);
     free(s->role);
     free(s);
@@ -150,6 +158,11 @@ const gr_src_tensor *gr_src_at(const gr_src *s, size_t i)
     return i < s->n ? &s->t[i] : NULL;
 }
 
+const gr_src_tensor *gr_src_stored(const gr_src *s, size_t i)
+{
+    return i < s->n ? s->stored[i] : NULL;
+}
+
 const gr_src_tensor *gr_src_find(const gr_src *s, const char *name)
 {
     size_t lo = 0, hi = s->n;
@@ -165,57 +178,108 @@ const gr_src_tensor *gr_src_find(const gr_src *s, const char *name)
     return NULL;
 }
 
-int gr_src_read(gr_src *s, const gr_src_tensor *t, uint64_t n, float *dst)
+/* Converts one chunk and combines it with base (mode: READ_RAW, READ_DELTA
+ * subtracts base from a θ, READ_THETA adds base to a δ), then drops the
+ * chunk's pages: a pass over a model never keeps more than it uses. */
+enum { READ_RAW, READ_DELTA, READ_THETA };
+
+static int read_chunk(gr_src *s, const gr_sparse_tensor *st, const gr_src_tensor *t, uint64_t off,
+                      uint64_t n, float *dst, const float *base, int mode)
 {
-    if (n > t->nelem)
-        return gr_seterr(GR_EINVAL, "%s: tensor '%s': %llu elements asked of %llu", s->role,
-                         t->name, (unsigned long long)n, (unsigned long long)t->nelem);
+    int rc = gr_sparse_read_f32(s->sp, st, off, n, dst);
+    if (rc) return rc;
+    if (base && mode == READ_DELTA && t->theta)
+        for (uint64_t i = 0; i < n; i++) dst[i] -= base[i];
+    else if (base && mode == READ_THETA && !t->theta)
+        for (uint64_t i = 0; i < n; i++) dst[i] += base[i];
+    gr_sparse_release_range(s->sp, st, off, n);
+    return 0;
+}
+
+static int read_range(gr_src *s, const gr_src_tensor *t, uint64_t off, uint64_t n, float *dst,
+                      const float *base, int mode)
+{
+    if (off > t->nelem || n > t->nelem - off)
+        return gr_seterr(GR_EINVAL, "%s: tensor '%s': elements [%llu, %llu) of %llu asked", s->role,
+                         t->name, (unsigned long long)off, (unsigned long long)(off + n),
+                         (unsigned long long)t->nelem);
     if (s->lora) {
         const gr_lora_entry *e = gr_lora_find(s->lora, t->name);
-        if (e->kind == GR_LORA_FULL) return gr_tensor_read_f32(e->a, 0, n, dst);
-        if (n != t->nelem)
-            return gr_seterr(GR_EINVAL, "%s: tensor '%s': a LoRA delta cannot be cropped", s->role,
+        int rc;
+        if (e->kind == GR_LORA_FULL) {
+            rc = gr_tensor_read_f32(e->a, off, n, dst);
+        } else if (off || n != t->nelem) {
+            return gr_seterr(GR_EUNSUP, "%s: tensor '%s': a LoRA delta is computed whole", s->role,
                              t->name);
-        return gr_lora_delta(e, dst);
+        } else {
+            rc = gr_lora_delta(e, dst);
+        }
+        if (rc || !base) return rc;
+        if (mode == READ_DELTA && t->theta)
+            for (uint64_t i = 0; i < n; i++) dst[i] -= base[i];
+        else if (mode == READ_THETA && !t->theta)
+            for (uint64_t i = 0; i < n; i++) dst[i] += base[i];
+        return 0;
     }
     const gr_sparse_tensor *st = gr_sparse_find(s->sp, t->name);
-    if (n <= READ_CHUNK || s->threads <= 1) return gr_sparse_read_f32(s->sp, st, 0, n, dst);
+    if (n <= READ_CHUNK || s->threads <= 1) {
+        for (uint64_t a = 0; a < n; a += READ_CHUNK) {
+            uint64_t m = n - a < READ_CHUNK ? n - a : READ_CHUNK;
+            int rc = read_chunk(s, st, t, off + a, m, dst + a, base ? base + a : NULL, mode);
+            if (rc) return rc;
+        }
+        return 0;
+    }
     uint64_t chunks = (n + READ_CHUNK - 1) / READ_CHUNK;
     int rc = 0;
 #pragma omp parallel for num_threads(s->threads) schedule(static) reduction(min : rc)
     for (uint64_t c = 0; c < chunks; c++) {
         uint64_t a = c * READ_CHUNK, m = n - a < READ_CHUNK ? n - a : READ_CHUNK;
-        int r = gr_sparse_read_f32(s->sp, st, a, m, dst + a);
+        int r = read_chunk(s, st, t, off + a, m, dst + a, base ? base + a : NULL, mode);
         if (r < rc) rc = r;
     }
-    if (rc) /* the message was set on a worker thread */
-        return gr_sparse_read_f32(s->sp, st, 0, n, dst) ? gr_errcode() : rc;
+    if (rc) /* the message was set on a worker thread: read again here for it */
+        return gr_sparse_read_f32(s->sp, st, off, n, dst) ? gr_errcode() : rc;
     return 0;
 }
 
-static void add_sub(float *dst, const float *base, uint64_t n, int sign, int threads)
+int gr_src_read(gr_src *s, const gr_src_tensor *t, uint64_t n, float *dst)
 {
-    if (sign > 0) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (n > READ_CHUNK)
-        for (uint64_t i = 0; i < n; i++) dst[i] += base[i];
-    } else {
-#pragma omp parallel for num_threads(threads) schedule(static) if (n > READ_CHUNK)
-        for (uint64_t i = 0; i < n; i++) dst[i] -= base[i];
-    }
+    return read_range(s, t, 0, n, dst, NULL, READ_RAW);
 }
 
 int gr_src_read_delta(gr_src *s, const gr_src_tensor *t, const float *base, uint64_t n, float *dst)
 {
-    int rc = gr_src_read(s, t, n, dst);
-    if (!rc && t->theta) add_sub(dst, base, n, -1, s->threads);
-    return rc;
+    return read_range(s, t, 0, n, dst, base, READ_DELTA);
 }
 
 int gr_src_read_theta(gr_src *s, const gr_src_tensor *t, const float *base, uint64_t n, float *dst)
 {
-    int rc = gr_src_read(s, t, n, dst);
-    if (!rc && !t->theta) add_sub(dst, base, n, +1, s->threads);
-    return rc;
+    return read_range(s, t, 0, n, dst, base, READ_THETA);
+}
+
+int gr_src_read_range(gr_src *s, const gr_src_tensor *t, uint64_t off, uint64_t n, float *dst)
+{
+    return read_range(s, t, off, n, dst, NULL, READ_RAW);
+}
+
+int gr_src_read_delta_range(gr_src *s, const gr_src_tensor *t, const float *base, uint64_t off,
+                            uint64_t n, float *dst)
+{
+    return read_range(s, t, off, n, dst, base, READ_DELTA);
+}
+
+int gr_src_read_theta_range(gr_src *s, const gr_src_tensor *t, const float *base, uint64_t off,
+                            uint64_t n, float *dst)
+{
+    return read_range(s, t, off, n, dst, base, READ_THETA);
+}
+
+int gr_src_streamable(const gr_src *s, const gr_src_tensor *t)
+{
+    if (!s->lora) return 1;
+    const gr_lora_entry *e = gr_lora_find(s->lora, t->name);
+    return e && e->kind == GR_LORA_FULL;
 }
 
 const gr_tensor *gr_src_raw(const gr_src *s, const gr_src_tensor *t)

@@ -53,6 +53,9 @@ void gr_src_set_threads(gr_src *s, int threads);
 size_t gr_src_count(const gr_src *s);
 const gr_src_tensor *gr_src_at(const gr_src *s, size_t i);
 const gr_src_tensor *gr_src_find(const gr_src *s, const char *name);
+/* Tensors in the order their data are stored (read in this order, a pass
+ * keeps only the tensor in use resident; see gr_sparse_release). */
+const gr_src_tensor *gr_src_stored(const gr_src *s, size_t i);
 /* Reads the stored value of t (θ or δ, see t->theta) as fp32: elements
  * [0, n) with n <= t->nelem (a prefix: the first rows, for cropping
  * embeddings). LoRA products are computed whole (n must be t->nelem). */
@@ -65,6 +68,15 @@ int gr_src_read_theta(gr_src *s, const gr_src_tensor *t, const float *base, uint
 /* The stored tensor of a dense source (to copy bytes of any dtype), or NULL
  * for sparse and LoRA tensors. */
 const gr_tensor *gr_src_raw(const gr_src *s, const gr_src_tensor *t);
+/* The same for elements [off, off+n); base (when given) holds the base's
+ * elements [off, off+n). */
+int gr_src_read_range(gr_src *s, const gr_src_tensor *t, uint64_t off, uint64_t n, float *dst);
+int gr_src_read_delta_range(gr_src *s, const gr_src_tensor *t, const float *base, uint64_t off,
+                            uint64_t n, float *dst);
+int gr_src_read_theta_range(gr_src *s, const gr_src_tensor *t, const float *base, uint64_t off,
+                            uint64_t n, float *dst);
+/* Whether t can be read in ranges (a LoRA product is computed whole). */
+int gr_src_streamable(const gr_src *s, const gr_src_tensor *t);
 /* Drops t's pages from memory after use (see gr_sparse_release). */
 void gr_src_release(gr_src *s, const gr_src_tensor *t);
 
