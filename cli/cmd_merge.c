@@ -100,7 +100,7 @@ static int resolve_ref(gr_json *holder, const char *key, size_t idx, const char 
             free(fetched);
             return gr_seterr(GR_ENOMEM, "out of memory");
         }
-        fprintf(stderr, "graft merge: fetching %s\n", url);
+        if (isatty(2)) fprintf(stderr, "graft merge: fetching %s\n", url);
         if (mkdir(fetched, 0755)) {
             rc = gr_seterr(GR_EIO, "%s: %s", fetched, strerror(errno));
         } else {

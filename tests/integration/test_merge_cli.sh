@@ -91,4 +91,24 @@ base_model: $FIX/llama-gqa
 models:
   - model: $T/no-such-model
     parameters: {weight: 1}" "no-such-model"
+# hub models go through the fetch op (a scripted Hub on loopback): a missing
+# repository is named, and a fetched file that is no safetensors is too
+if [ -x /usr/bin/python3 ] && [ -n "${GRAFT_SRC:-}" ]; then
+  coproc SRV { exec /usr/bin/python3 "$GRAFT_SRC/tests/integration/fetch_server.py" "$T/hub"; }
+  read -r _ HUBPORT _ <&"${SRV[0]}"
+  export HF_ENDPOINT=http://127.0.0.1:$HUBPORT HF_TOKEN=secret-token
+  check_bad "merge_method: task_arithmetic
+base_model: hf://org/no-such-repo
+models:
+  - model: $FIX/lora-llama/merged
+    parameters: {weight: 1}" "RepoNotFound"
+  grep -q "hf://org/no-such-repo" "$T/err" || fail "hub error does not name the model: $(cat "$T/err")"
+  check_bad "merge_method: task_arithmetic
+base_model: $FIX/llama-gqa
+models:
+  - model: org/model
+    parameters: {weight: 1}" "model.safetensors"
+  exec {SRV[1]}>&-
+  wait "$SRV_PID" 2>/dev/null || true
+fi
 echo "test_merge_cli: ok"
