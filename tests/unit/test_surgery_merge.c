@@ -381,6 +381,41 @@ static void test_streamed(void)
     }
 }
 
+/* delta and apply stream tensors above 4M elements in pieces: δ is θ − θ_b
+ * exactly (bf16 inputs), and base + δ gives the fine-tune back exactly. */
+static void test_big_delta_apply(void)
+{
+    static const tspec big[2] = {{"model.embed_tokens.weight", GR_DT_BF16, 2, {2049, 2050}},
+                                 {"model.norm.weight", GR_DT_BF16, 1, {2050}}};
+    char *b = strdup(ts_path(tmp, "bd-base")), *f = strdup(ts_path(tmp, "bd-ft")),
+         *d = strdup(ts_path(tmp, "bd-delta")), *a = strdup(ts_path(tmp, "bd-applied"));
+    float *x[2], *y[2];
+    for (int t = 0; t < 2; t++) {
+        uint64_t n = ts_nelem(&big[t]);
+        x[t] = malloc(n * 4), y[t] = malloc(n * 4);
+        ts_gauss(x[t], n, 50, big[t].name, 0, 0.5);
+        ts_gauss(y[t], n, 51, big[t].name, 0, 0.05);
+        for (uint64_t k = 0; k < n; k++) y[t][k] += x[t][k];
+    }
+    ts_write(b, big, 2, x, NULL, CONFIG, 0);
+    ts_write(f, big, 2, y, NULL, CONFIG, 0);
+    char p[4096];
+    snprintf(p, sizeof p, "{\"base\":\"%s\",\"model\":\"%s\"}", b, f);
+    CHECK(!ts_run_op("delta", p, d, 2, NULL));
+    snprintf(p, sizeof p, "{\"base\":\"%s\",\"delta\":\"%s\",\"dtype\":\"float32\"}", b, d);
+    CHECK(!ts_run_op("apply", p, a, 2, NULL));
+    for (int t = 0; t < 2; t++) {
+        uint64_t n;
+        float *xb = ts_read(b, big[t].name, &n), *yf = ts_read(f, big[t].name, NULL),
+              *dd = ts_read(d, big[t].name, NULL), *aa = ts_read(a, big[t].name, NULL);
+        int ok = xb && yf && dd && aa;
+        for (uint64_t k = 0; ok && k < n; k++) ok = dd[k] == yf[k] - xb[k] && aa[k] == yf[k];
+        CHECK_MSG(ok, "tensor %s: delta or apply is not exact", big[t].name);
+        free(xb), free(yf), free(dd), free(aa), free(x[t]), free(y[t]);
+    }
+    free(b), free(f), free(d), free(a);
+}
+
 static void test_dtypes(void)
 {
     const mcase *c = &CASES[3]; /* ties */
@@ -585,6 +620,7 @@ int main(void)
     RUN(test_thread_determinism);
     RUN(test_big_tensor);
     RUN(test_streamed);
+    RUN(test_big_delta_apply);
     RUN(test_dtypes);
     RUN(test_delta_inputs);
     RUN(test_gradients_filters);

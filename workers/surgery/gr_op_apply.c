@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Elements per piece when a large tensor streams through. */
+#define APPLY_CHUNK ((uint64_t)1 << 22)
+
 static const gr_param apply_params[] = {
     {"base", GR_P_INPUT, 1, "base checkpoint"},
     {"delta", GR_P_INPUT, 1, "delta (dense or sparse) or PEFT LoRA adapter directory"},
@@ -93,8 +96,10 @@ static int apply_run(gr_op_ctx *ctx)
     }
     uint64_t maxn = 1, total = 0;
     for (size_t i = 0; i < gr_src_count(base); i++) {
-        const gr_src_tensor *b = gr_src_stored(base, i);
-        if (b->nelem > maxn) maxn = b->nelem;
+        const gr_src_tensor *b = gr_src_stored(base, i), *d = gr_src_find(delta, b->name);
+        uint64_t need =
+            b->nelem > APPLY_CHUNK && (!d || gr_src_streamable(delta, d)) ? APPLY_CHUNK : b->nelem;
+        if (need > maxn) maxn = need;
         total += b->nelem;
     }
     bb = malloc(maxn * sizeof *bb);
@@ -128,20 +133,27 @@ static int apply_run(gr_op_ctx *ctx)
             if ((rc = gr_stw_write(w, raw->data, raw->nbytes))) goto fail;
             continue;
         }
-        if ((rc = gr_src_read(base, b, n, bb))) goto fail;
-        if (d) {
-            if ((rc = gr_src_read_delta(delta, d, bb, n, db))) goto fail;
-            float s = (float)scale;
-            for (uint64_t k = 0; k < n; k++) {
-                float v = s * db[k];
-                l2 += (double)v * v;
-                bb[k] += v;
+        /* element-wise: large tensors go through in pieces (a LoRA product
+         * is computed whole) */
+        uint64_t step = n > APPLY_CHUNK && (!d || gr_src_streamable(delta, d)) ? APPLY_CHUNK : n;
+        for (uint64_t off = 0; off < n; off += step) {
+            uint64_t c = n - off < step ? n - off : step;
+            if ((rc = gr_src_read_range(base, b, off, c, bb))) goto fail;
+            if (d) {
+                if ((rc = step == n ? gr_src_read_delta(delta, d, bb, n, db)
+                                    : gr_src_read_delta_range(delta, d, bb, off, c, db)))
+                    goto fail;
+                float s = (float)scale;
+                for (uint64_t k = 0; k < c; k++) {
+                    float v = s * db[k];
+                    l2 += (double)v * v;
+                    bb[k] += v;
+                }
             }
-            gr_src_release(delta, d);
-            changed++;
+            if ((rc = gr_stw_write_f32(w, bb, c))) goto fail;
         }
+        if (d) gr_src_release(delta, d), changed++;
         gr_src_release(base, b);
-        if ((rc = gr_stw_write_f32(w, bb, n))) goto fail;
         done += (double)n;
         gr_op_progress(ctx, done, (double)total, "%s", b->name);
     }

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Elements per piece when a large tensor streams through. */
+#define DELTA_CHUNK ((uint64_t)1 << 22)
+
 static const gr_param delta_params[] = {
     {"base", GR_P_INPUT, 1, "base checkpoint"},
     {"model", GR_P_INPUT, 1, "fine-tuned checkpoint, or a PEFT LoRA adapter directory"},
@@ -158,7 +161,11 @@ static int delta_run(gr_op_ctx *ctx)
 
     uint64_t maxn = 1, total = 0;
     for (size_t i = 0; i < np; i++) {
-        if (p[i].m->nelem > maxn) maxn = p[i].m->nelem;
+        /* element-wise: large tensors go through in pieces (a LoRA product
+         * is computed whole) */
+        uint64_t need =
+            gr_src_streamable(model, p[i].m) && p[i].n > DELTA_CHUNK ? DELTA_CHUNK : p[i].m->nelem;
+        if (need > maxn) maxn = need;
         total += p[i].n;
     }
     bb = malloc(maxn * sizeof *bb);
@@ -185,14 +192,20 @@ static int delta_run(gr_op_ctx *ctx)
             goto fail;
         }
         uint64_t n = p[i].n;
-        if (p[i].m->theta && (rc = gr_src_read(base, p[i].b, n, bb))) goto fail;
-        if ((rc = gr_src_read_delta(model, p[i].m, bb, n, mb))) goto fail;
-        for (uint64_t j = 0; j < n; j++) {
-            double a = fabs((double)mb[j]);
-            l2 += a * a;
-            if (a > maxabs) maxabs = a;
+        uint64_t step = gr_src_streamable(model, p[i].m) && n > DELTA_CHUNK ? DELTA_CHUNK : n;
+        for (uint64_t off = 0; off < n; off += step) {
+            uint64_t c = n - off < step ? n - off : step;
+            if (p[i].m->theta && (rc = gr_src_read_range(base, p[i].b, off, c, bb))) goto fail;
+            if ((rc = step == n ? gr_src_read_delta(model, p[i].m, bb, n, mb)
+                                : gr_src_read_delta_range(model, p[i].m, bb, off, c, mb)))
+                goto fail;
+            for (uint64_t j = 0; j < c; j++) {
+                double a = fabs((double)mb[j]);
+                l2 += a * a;
+                if (a > maxabs) maxabs = a;
+            }
+            if ((rc = gr_stw_write_f32(w, mb, c))) goto fail;
         }
-        if ((rc = gr_stw_write_f32(w, mb, n))) goto fail;
         gr_src_release(base, p[i].b);
         gr_src_release(model, p[i].m);
         done += (double)n;
