@@ -320,7 +320,7 @@ static void test_big_tensor(void)
     CHECK(!ts_run_op("merge", p, o4, 4, NULL));
     CHECK_MSG(same_file(ts_path(o1, "model.safetensors"), ts_path(o4, "model.safetensors")),
               "big tensor: 1 and 4 threads differ");
-    uint64_t n;
+    uint64_t n = 0;
     float *b = ts_read(dirs[0], big[0].name, &n), *x0 = ts_read(dirs[1], big[0].name, NULL),
           *x1 = ts_read(dirs[2], big[0].name, NULL), *want = malloc(n * 4),
           *got = ts_read(o4, big[0].name, NULL);
@@ -374,7 +374,7 @@ static void test_streamed(void)
     case_json(&l1, FT, "\"dtype\":\"float32\",\"chunk\":0,\"rescale\":\"l1\"", p, sizeof p);
     CHECK(!ts_run_op("merge", p, out0, 2, NULL));
     for (size_t t = 0; t < NT; t++) {
-        uint64_t n, n2;
+        uint64_t n = 0, n2 = 0;
         float *a = ts_read(out, FAM[t].name, &n), *b = ts_read(out0, FAM[t].name, &n2);
         CHECK(a && b && n == n2 && ts_relerr(a, b, n) <= 1e-6);
         free(a), free(b);
@@ -405,7 +405,7 @@ static void test_big_delta_apply(void)
     snprintf(p, sizeof p, "{\"base\":\"%s\",\"delta\":\"%s\",\"dtype\":\"float32\"}", b, d);
     CHECK(!ts_run_op("apply", p, a, 2, NULL));
     for (int t = 0; t < 2; t++) {
-        uint64_t n;
+        uint64_t n = 0;
         float *xb = ts_read(b, big[t].name, &n), *yf = ts_read(f, big[t].name, NULL),
               *dd = ts_read(d, big[t].name, NULL), *aa = ts_read(a, big[t].name, NULL);
         int ok = xb && yf && dd && aa;
@@ -566,7 +566,7 @@ static void test_layout(void)
           gr_json_get_int(gr_ckpt_config(c), "num_hidden_layers", 0) == 2);
     gr_ckpt_close(&c);
     for (size_t t = 0; t < NT; t++) {
-        uint64_t n, n2;
+        uint64_t n = 0, n2 = 0;
         float *a = ts_read(out, FAM[t].name, &n), *b = ts_read(one, FAM[t].name, &n2);
         CHECK(a && b && n == n2 && !memcmp(a, b, n * 4));
         free(a), free(b);

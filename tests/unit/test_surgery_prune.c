@@ -57,7 +57,7 @@ static void test_dare_statistics(void)
                   r == 2 ? "drop" : "dare", d, r < 2 ? ",\"rescale\":\"" : "",
                   r < 2 ? rescales[r] : "", r < 2 ? "\"" : ""))
             return;
-        uint64_t n;
+        uint64_t n = 0;
         float *y = ts_read(out, T[0].name, &n);
         const float *x = X[0];
         uint64_t kept = 0, wrong = 0;
@@ -90,7 +90,7 @@ static void test_dare_statistics(void)
     }
     /* darex: kept entries divided by q */
     if (prune(out, "\"method\":\"darex\",\"density\":0.3,\"q\":0.5,\"seed\":7")) return;
-    uint64_t n;
+    uint64_t n = 0;
     float *y = ts_read(out, T[0].name, &n);
     uint64_t wrong = 0;
     for (uint64_t i = 0; i < n; i++)
@@ -110,7 +110,7 @@ static void test_della_statistics(void)
     const char *out = ts_path(tmp, "della");
     double d = 0.4, eps = 0.2;
     if (prune(out, "\"method\":\"della\",\"density\":%g,\"epsilon\":%g,\"seed\":3", d, eps)) return;
-    uint64_t n;
+    uint64_t n = 0;
     float *y = ts_read(out, T[0].name, &n);
     const float *x = X[0];
     int64_t rows = T[0].shape[0], cols = T[0].shape[1];
@@ -173,14 +173,14 @@ static void test_magnitude_breadcrumbs(void)
     const char *out = ts_path(tmp, "mag");
     if (prune(out, "\"method\":\"magnitude\",\"density\":0.35")) return;
     for (size_t t = 0; t < NT; t++) {
-        uint64_t n;
+        uint64_t n = 0;
         float *y = ts_read(out, T[t].name, &n);
         check_topk(X[t], y, n, (uint64_t)floor(0.35 * (double)n), T[t].name);
         free(y);
     }
     /* breadcrumbs: the top gamma dropped, the next d·n kept */
     if (prune(out, "\"method\":\"breadcrumbs\",\"density\":0.5,\"gamma\":0.1")) return;
-    uint64_t n;
+    uint64_t n = 0;
     float *y = ts_read(out, T[0].name, &n);
     uint64_t ntop = (uint64_t)floor(0.1 * (double)n), nkeep = (uint64_t)floor(0.5 * (double)n);
     uint64_t kept = 0, above = 0;
@@ -203,7 +203,7 @@ static void test_global_scope(void)
     uint64_t total = 0, kept = 0;
     double minkept = INFINITY, maxdrop = 0;
     for (size_t t = 0; t < NT; t++) {
-        uint64_t n;
+        uint64_t n = 0;
         float *y = ts_read(out, T[t].name, &n);
         int excluded = strstr(T[t].name, "norm") != NULL;
         for (uint64_t i = 0; i < n; i++) {
@@ -237,7 +237,7 @@ static void test_patterns_gradients(void)
                    "\"include\":[\"*.weight\"],\"exclude\":[\"layernorm\"]"))
         return;
     for (size_t t = 0; t < NT; t++) {
-        uint64_t n;
+        uint64_t n = 0;
         float *y = ts_read(out, T[t].name, &n);
         int sel = strstr(T[t].name, ".weight") && !strstr(T[t].name, "layernorm");
         double d = strstr(T[t].name, "layers.1.") ? 0.8 : 0.2; /* norm: outside layers, t = 0 */

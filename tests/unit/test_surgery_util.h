@@ -50,8 +50,10 @@ static inline const char *ts_path(const char *dir, const char *name)
 {
     static char buf[32][4096];
     static int k;
-    char *b = buf[k++ & 31];
-    snprintf(b, sizeof buf[0], "%s/%s", dir, name);
+    char *b = buf[k++ & 31], tmp[sizeof buf[0]];
+    /* via tmp: dir may itself be an earlier ring entry */
+    snprintf(tmp, sizeof tmp, "%s/%s", dir, name);
+    memcpy(b, tmp, sizeof tmp);
     return b;
 }
 
