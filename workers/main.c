@@ -47,7 +47,7 @@ int main(int argc, char **argv)
     const char *ops = NULL;
     o.broker = getenv("GRAFT_BROKER");
     if (!o.broker || !*o.broker) o.broker = "tcp://127.0.0.1:5555";
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option but --version/--help takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "--version")) {
@@ -78,7 +78,6 @@ int main(int argc, char **argv)
             return 2;
         }
         if (rc) return rc;
-        i++;
     }
     /* --ops a,b,c */
     char *opsbuf = ops ? strdup(ops) : NULL;
