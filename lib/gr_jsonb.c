@@ -120,6 +120,43 @@ int gr_jsonb_push(gr_json *arr, gr_json *v)
     return 0;
 }
 
+gr_json *gr_jsonb_arr_take(gr_json **items, size_t n)
+{
+    gr_json *j = node(GR_JSON_ARR);
+    if (!j) {
+        for (size_t i = 0; i < n; i++) gr_json_free(items[i]);
+        free(items);
+        return NULL;
+    }
+    j->items = items;
+    j->len = n;
+    return j;
+}
+
+gr_json *gr_jsonb_obj_take(char **keys, gr_json **items, size_t n)
+{
+    gr_json *j = node(GR_JSON_OBJ);
+    size_t *kl = n ? calloc(n, sizeof *kl) : NULL;
+    if (!j || (n && !kl)) {
+        for (size_t i = 0; i < n; i++) {
+            free(keys[i]);
+            gr_json_free(items[i]);
+        }
+        free(keys);
+        free(items);
+        free(kl);
+        free(j);
+        gr_seterr(GR_ENOMEM, "out of memory building JSON");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) kl[i] = strlen(keys[i]);
+    j->keys = keys;
+    j->keylens = kl;
+    j->items = items;
+    j->len = n;
+    return j;
+}
+
 static long find_key(const gr_json *obj, const char *key, size_t kl)
 {
     for (size_t i = 0; i < obj->len; i++)

@@ -21,6 +21,17 @@ gr_json *gr_jsonb_strn(const char *s, size_t n); /* n bytes, may hold NULs */
 gr_json *gr_jsonb_arr(void);
 gr_json *gr_jsonb_obj(void);
 
+/* Whole nodes from n values at once, in O(n) (n gr_jsonb_push or
+ * gr_jsonb_set calls cost O(n^2): each looks for the key and grows the
+ * arrays by one). gr_jsonb_arr_take makes an array of items[0..n);
+ * gr_jsonb_obj_take an object of members keys[i] -> items[i], in that order.
+ * They take the arrays themselves (malloc'd, at least n long, may be NULL when
+ * n is 0) and everything in them in every case: all is freed on failure. Keys
+ * are malloc'd NUL-terminated strings and must be distinct (not checked: the
+ * caller has checked them). Return NULL with GR_ENOMEM on failure. */
+gr_json *gr_jsonb_arr_take(gr_json **items, size_t n);
+gr_json *gr_jsonb_obj_take(char **keys, gr_json **items, size_t n);
+
 /* Appends v to array arr. Takes v in every case (freed on failure).
  * Returns 0, GR_EINVAL if arr is not an array, GR_ENOMEM. */
 int gr_jsonb_push(gr_json *arr, gr_json *v);

@@ -29,6 +29,7 @@
 #define PL_MAX_PRIORITY   1000000
 #define PL_FETCH_HEX      12  /* hex digits of sha256(uri) in implied fetch ids */
 #define PL_MAX_VARIANT_ID 400 /* task ids "<job>:<stage>" must fit the wire's 512 */
+#define PL_SMALL_MAP      8   /* up to this many keys, duplicates are found by a scan */
 
 /* ---------------------------------------------------------------- errors */
 
@@ -112,6 +113,8 @@ typedef struct {
     gr_json *binding; /* object: variable -> value */
 } variant;
 
+typedef struct vindex vindex;
+
 typedef struct {
     char *id;
     int line;
@@ -123,12 +126,15 @@ typedef struct {
     int retries, priority;
     double timeout;
     size_t *up; /* raw stages referenced (inputs and after), each once */
-    size_t nup;
+    size_t nup, capup;
     int mark; /* topological sort: 0 new, 1 on the stack, 2 done */
     variant *var;
-    size_t nvar;
+    size_t nvar, capvar;
     char **vnames; /* variable names of the variants, sorted */
     size_t nvn;
+    vindex *ix; /* indexes of the variants, one per set of shared names,
+                   built on first use once all variants exist */
+    size_t nix;
 } rstage;
 
 struct pctx {
@@ -136,9 +142,11 @@ struct pctx {
     char *dir;        /* absolute directory of the file, for file:// */
     rstage *rs;
     size_t nrs, caprs;
-    smap ids;      /* raw stage id -> index */
-    smap outids;   /* output stage id -> index */
-    size_t *order; /* raw stages in topological order */
+    smap ids;       /* raw stage id -> index */
+    smap outids;    /* output stage id -> index */
+    smap vars;      /* variable -> index in vars:, when it has many */
+    size_t *upseen; /* linking: upseen[u] == ri + 1 once u is in rs[ri].up */
+    size_t *order;  /* raw stages in topological order */
     size_t norder;
     gr_pipeline *pl; /* output */
     size_t capout;
@@ -191,6 +199,13 @@ static int perr_wrap(const pctx *P, int line, const char *stage, int code)
 }
 
 /* ------------------------------------------------------------ YAML -> JSON */
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d) gr_seterr(GR_ENOMEM, "out of memory");
+    return d;
+}
 
 static int streq_any(const char *s, const char *const *list)
 {
@@ -297,54 +312,101 @@ static gr_json *yaml_node_json(pctx *P, yaml_document_t *doc, yaml_node_t *nd, i
             j = gr_jsonb_strn(s, n);
         break;
     }
-    case YAML_SEQUENCE_NODE:
-        if (!(j = gr_jsonb_arr())) return NULL;
+    case YAML_SEQUENCE_NODE: {
+        /* built whole (gr_jsonb_arr_take): pushing one by one is quadratic */
+        size_t n = (size_t)(nd->data.sequence.items.top - nd->data.sequence.items.start), k = 0;
+        gr_json **items = n ? calloc(n, sizeof *items) : NULL;
+        if (n && !items) {
+            gr_seterr(GR_ENOMEM, "out of memory");
+            return NULL;
+        }
         for (yaml_node_item_t *it = nd->data.sequence.items.start; it < nd->data.sequence.items.top;
              it++) {
             gr_json *v = yaml_node_json(P, doc, yaml_document_get_node(doc, *it), depth + 1);
-            if (!v || gr_jsonb_push(j, v)) goto fail;
+            if (!v) {
+                while (k > 0) gr_json_free(items[--k]);
+                free(items);
+                return NULL;
+            }
+            items[k++] = v;
         }
+        if (!(j = gr_jsonb_arr_take(items, k))) return NULL;
         break;
-    case YAML_MAPPING_NODE:
-        if (!(j = gr_jsonb_obj())) return NULL;
+    }
+    case YAML_MAPPING_NODE: {
+        /* built whole (gr_jsonb_obj_take), duplicates found with a hash map
+         * when there are many keys: a stages: mapping may hold 10^5 */
+        size_t n = (size_t)(nd->data.mapping.pairs.top - nd->data.mapping.pairs.start), k = 0;
+        char **keys = n ? calloc(n, sizeof *keys) : NULL;
+        gr_json **items = n ? calloc(n, sizeof *items) : NULL;
+        smap seen = {0};
+        if (n && (!keys || !items)) {
+            free(keys);
+            free(items);
+            gr_seterr(GR_ENOMEM, "out of memory");
+            return NULL;
+        }
         for (yaml_node_pair_t *pr = nd->data.mapping.pairs.start; pr < nd->data.mapping.pairs.top;
              pr++) {
-            yaml_node_t *k = yaml_document_get_node(doc, pr->key);
-            if (!k || k->type != YAML_SCALAR_NODE) {
-                perr(P, k ? (int)k->start_mark.line + 1 : line, NULL,
+            yaml_node_t *kn = yaml_document_get_node(doc, pr->key);
+            if (!kn || kn->type != YAML_SCALAR_NODE) {
+                perr(P, kn ? (int)kn->start_mark.line + 1 : line, NULL,
                      "mapping keys must be plain strings");
-                goto fail;
+                goto map_fail;
             }
-            const char *key = (const char *)k->data.scalar.value;
-            if (strlen(key) != k->data.scalar.length) {
-                perr(P, (int)k->start_mark.line + 1, NULL, "mapping key holds a NUL byte");
-                goto fail;
+            const char *key = (const char *)kn->data.scalar.value;
+            int kline = (int)kn->start_mark.line + 1;
+            if (strlen(key) != kn->data.scalar.length) {
+                perr(P, kline, NULL, "mapping key holds a NUL byte");
+                goto map_fail;
             }
-            if (!strcmp(key, "<<") && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-                perr(P, (int)k->start_mark.line + 1, NULL,
+            if (!strcmp(key, "<<") && kn->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+                perr(P, kline, NULL,
                      "YAML merge keys (<<) are not supported; repeat the keys or use vars:");
-                goto fail;
+                goto map_fail;
             }
-            if (gr_json_get(j, key)) {
-                perr(P, (int)k->start_mark.line + 1, NULL, "duplicate key '%s'", key);
-                goto fail;
+            if (!(keys[k] = xstrdup(key))) goto map_fail;
+            int dup = 0;
+            if (n <= PL_SMALL_MAP) {
+                for (size_t i = 0; i < k && !dup; i++) dup = !strcmp(keys[i], key);
+            } else if ((dup = smap_put(&seen, keys[k], k)) < 0) {
+                free(keys[k]);
+                goto map_fail;
+            }
+            if (dup) {
+                free(keys[k]);
+                perr(P, kline, NULL, "duplicate key '%s'", key);
+                goto map_fail;
             }
             gr_json *v = yaml_node_json(P, doc, yaml_document_get_node(doc, pr->value), depth + 1);
-            if (!v) goto fail;
+            if (!v) {
+                free(keys[k]);
+                goto map_fail;
+            }
             /* a member's line is its key's line (a block value starts below) */
-            v->line = (int)k->start_mark.line + 1;
-            if (gr_jsonb_set(j, key, v)) goto fail;
+            v->line = kline;
+            items[k++] = v;
         }
+        smap_free(&seen);
+        if (!(j = gr_jsonb_obj_take(keys, items, k))) return NULL;
         break;
+    map_fail:
+        smap_free(&seen);
+        while (k > 0) {
+            k--;
+            free(keys[k]);
+            gr_json_free(items[k]);
+        }
+        free(keys);
+        free(items);
+        return NULL;
+    }
     default:
         perr(P, line, NULL, "empty YAML node");
         return NULL;
     }
     if (j) j->line = line;
     return j;
-fail:
-    gr_json_free(j);
-    return NULL;
 }
 
 static gr_json *yaml_to_json(pctx *P, const char *text, size_t len)
@@ -432,13 +494,6 @@ int gr_param_input_kind(const gr_op *op, const char *name)
         if (!strcmp(p->name, name))
             return p->type == GR_P_INPUT || p->type == GR_P_INPUTS ? (int)p->type : 0;
     return 0;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (!d) gr_seterr(GR_ENOMEM, "out of memory");
-    return d;
 }
 
 /* Display form of a matrix value inside a variant id. */
@@ -593,6 +648,14 @@ out:
 
 static int subst(pctx *P, const gr_json *vars, gr_json **slot, const char *sid, int depth);
 
+/* vars[name], through P->vars (name -> member index) when vars is large. */
+static const gr_json *var_get(const pctx *P, const gr_json *vars, const char *name)
+{
+    if (!P->vars.n) return gr_json_get(vars, name);
+    long i = smap_get(&P->vars, name);
+    return i < 0 ? NULL : vars->items[i];
+}
+
 static int subst_string(pctx *P, const gr_json *vars, gr_json **slot, const char *sid)
 {
     gr_json *j = *slot;
@@ -606,7 +669,7 @@ static int subst_string(pctx *P, const gr_json *vars, gr_json **slot, const char
         if (n - 3 >= sizeof name) return perr(P, j->line, sid, "variable name too long");
         memcpy(name, s + 2, n - 3);
         name[n - 3] = 0;
-        const gr_json *v = gr_json_get(vars, name);
+        const gr_json *v = var_get(P, vars, name);
         if (!v)
             return perr(P, j->line, sid, "unknown variable '${%s}' (declare it under vars:)", name);
         gr_json *c = gr_jsonb_copy(v);
@@ -638,7 +701,7 @@ static int subst_string(pctx *P, const gr_json *vars, gr_json **slot, const char
             }
             memcpy(name, s + i + 2, nl);
             name[nl] = 0;
-            const gr_json *v = gr_json_get(vars, name);
+            const gr_json *v = var_get(P, vars, name);
             if (!v) {
                 gr_buf_free(&b);
                 return perr(P, j->line, sid, "unknown variable '${%s}' (declare it under vars:)",
@@ -969,15 +1032,21 @@ static int each_ref(pctx *P, size_t ri, ref_fn fn)
     return 0;
 }
 
+/* Adds u to rs[ri].up unless there. Stages are linked one after the other,
+ * so a mark per stage (upseen) finds repeats in O(1). */
 static int add_up(pctx *P, size_t ri, size_t u)
 {
     rstage *R = &P->rs[ri];
-    for (size_t i = 0; i < R->nup; i++)
-        if (R->up[i] == u) return 0;
-    size_t *n = realloc(R->up, (R->nup + 1) * sizeof *n);
-    if (!n) return gr_seterr(GR_ENOMEM, "out of memory");
-    R->up = n;
+    if (P->upseen[u] == ri + 1) return 0;
+    if (R->nup == R->capup) {
+        size_t nc = R->capup ? R->capup * 2 : 4;
+        size_t *n = realloc(R->up, nc * sizeof *n);
+        if (!n) return gr_seterr(GR_ENOMEM, "out of memory");
+        R->up = n;
+        R->capup = nc;
+    }
     R->up[R->nup++] = u;
+    P->upseen[u] = ri + 1;
     return 0;
 }
 
@@ -1102,12 +1171,12 @@ static int vkey_cmp(const void *a, const void *b)
 }
 
 /* An index of U's variants by their restriction to `shared` names. */
-typedef struct {
+struct vindex {
     vkey *k;
     size_t n;
-    char **shared;
+    char **shared; /* borrowed from U->vnames */
     size_t nshared;
-} vindex;
+};
 
 static void vindex_free(vindex *ix)
 {
@@ -1136,6 +1205,32 @@ static int vindex_build(vindex *ix, const rstage *U, const gr_json *b)
 oom:
     vindex_free(ix);
     return gr_seterr(GR_ENOMEM, "out of memory");
+}
+
+/* The index of U's variants for binding b: U's cached one for the names b
+ * shares with U, built on first use. Every variant of a stage has the same
+ * names, so a stage needs one or two, and a stage expanded over n variants
+ * of U costs O(n log n) instead of rebuilding an O(n) index n times. */
+static int vindex_get(rstage *U, const gr_json *b, const vindex **out)
+{
+    size_t ns = 0;
+    for (size_t i = 0; i < U->nvn; i++) ns += gr_json_get(b, U->vnames[i]) != NULL;
+    for (size_t c = 0; c < U->nix; c++) {
+        const vindex *ix = &U->ix[c];
+        int same = ix->nshared == ns;
+        for (size_t i = 0; same && i < ns; i++) same = gr_json_get(b, ix->shared[i]) != NULL;
+        if (same) {
+            *out = ix;
+            return 0;
+        }
+    }
+    vindex *n = realloc(U->ix, (U->nix + 1) * sizeof *n);
+    if (!n) return gr_seterr(GR_ENOMEM, "out of memory");
+    U->ix = n;
+    int rc = vindex_build(&U->ix[U->nix], U, b);
+    if (rc) return rc;
+    *out = &U->ix[U->nix++];
+    return 0;
 }
 
 /* Range [*lo, *hi) of index entries matching binding b. */
@@ -1196,23 +1291,23 @@ static long stage_ref(const pctx *P, const gr_json *v)
 }
 
 /* Natural join of the bindings in L with the variants of mapped upstream U. */
-static int join(pctx *P, blist *L, const rstage *U, const char *sid, int line)
+static int join(pctx *P, blist *L, rstage *U, const char *sid, int line)
 {
     if (!U->nvn || !L->n) return 0;
-    vindex ix;
-    int rc = vindex_build(&ix, U, L->b[0]);
+    const vindex *ix;
+    int rc = vindex_get(U, L->b[0], &ix);
     if (rc) return rc;
     blist out = {0};
     for (size_t i = 0; i < L->n; i++) {
         size_t lo, hi;
-        if ((rc = vindex_find(&ix, L->b[i], &lo, &hi))) goto done;
+        if ((rc = vindex_find(ix, L->b[i], &lo, &hi))) goto done;
         for (size_t k = lo; k < hi; k++) {
             if (out.n >= GR_PIPELINE_MAX_STAGES) {
                 rc = perr(P, line, sid, "expands to more than %d variants", GR_PIPELINE_MAX_STAGES);
                 goto done;
             }
             gr_json *nb = gr_jsonb_copy(L->b[i]);
-            const gr_json *ub = U->var[ix.k[k].var].binding;
+            const gr_json *ub = U->var[ix->k[k].var].binding;
             for (size_t m = 0; nb && m < ub->len; m++)
                 if (gr_jsonb_set(nb, ub->keys[m], gr_jsonb_copy(ub->items[m]))) {
                     gr_json_free(nb);
@@ -1226,7 +1321,6 @@ static int join(pctx *P, blist *L, const rstage *U, const char *sid, int line)
     out = (blist){0};
 done:
     blist_free(&out);
-    vindex_free(&ix);
     return rc;
 }
 
@@ -1292,18 +1386,19 @@ static void dep_free(deplist *D)
 }
 
 /* Variants of U consistent with b (every shared variable equal). */
-static int consistent(pctx *P, const rstage *U, const gr_json *b, size_t **idx, size_t *n)
+static int consistent(pctx *P, rstage *U, const gr_json *b, size_t **idx, size_t *n)
 {
     *idx = NULL;
     *n = 0;
-    vindex ix;
-    int rc = vindex_build(&ix, U, b);
+    const vindex *ix;
+    int rc = vindex_get(U, b, &ix);
     if (rc) return rc;
     size_t lo, hi;
-    if (!(rc = vindex_find(&ix, b, &lo, &hi)) && hi > lo) {
+    if (!(rc = vindex_find(ix, b, &lo, &hi)) && hi > lo) {
         if (!(*idx = calloc(hi - lo, sizeof **idx))) rc = gr_seterr(GR_ENOMEM, "out of memory");
-        for (size_t k = lo; !rc && k < hi; k++) (*idx)[(*n)++] = ix.k[k].var;
-        /* keep the variants' own order */
+        for (size_t k = lo; !rc && k < hi; k++) (*idx)[(*n)++] = ix->k[k].var;
+        /* keep the variants' own order (vkey_cmp sorts equal keys by
+         * variant already, so this insertion sort only checks: O(n)) */
         for (size_t a = 1; !rc && a < *n; a++)
             for (size_t c = a; c > 0 && (*idx)[c - 1] > (*idx)[c]; c--) {
                 size_t t = (*idx)[c];
@@ -1311,7 +1406,6 @@ static int consistent(pctx *P, const rstage *U, const gr_json *b, size_t **idx, 
                 (*idx)[c - 1] = t;
             }
     }
-    vindex_free(&ix);
     (void)P;
     return rc;
 }
@@ -1406,14 +1500,14 @@ static int make_variant(pctx *P, rstage *R, const gr_json *params, const gr_json
             v->len = strlen(ns);
             if ((rc = dep_add(P, &D, ns))) goto fail;
         } else if (kind == GR_P_INPUTS) {
-            gr_json *nl = gr_jsonb_arr();
-            rc = GR_ENOMEM;
-            if (!nl) goto fail;
-            nl->line = v->line;
+            /* collected, then made an array at once: a fan-in over 10^5
+             * variants would be quadratic with gr_jsonb_push */
+            blist nl = {0};
+            rc = 0;
             for (size_t k = 0; k < v->len; k++) {
                 long u = stage_ref(P, v->items[k]);
                 if (u < 0) {
-                    if ((rc = gr_jsonb_push(nl, gr_jsonb_copy(v->items[k])))) break;
+                    if ((rc = blist_push(&nl, gr_jsonb_copy(v->items[k])))) break;
                     continue;
                 }
                 size_t *idx, n;
@@ -1428,17 +1522,21 @@ static int make_variant(pctx *P, rstage *R, const gr_json *params, const gr_json
                     const char *vid = P->pl->stages[P->rs[u].var[idx[q]].out].id;
                     gr_json *s = gr_jsonb_str(vid);
                     if (s) s->line = v->items[k]->line;
-                    if (!(rc = gr_jsonb_push(nl, s))) rc = dep_add(P, &D, vid);
+                    if (!(rc = blist_push(&nl, s))) rc = dep_add(P, &D, vid);
                 }
                 free(idx);
                 if (rc) break;
             }
             if (rc) {
-                gr_json_free(nl);
+                blist_free(&nl);
                 goto fail;
             }
+            gr_json *arr = gr_jsonb_arr_take(nl.b, nl.n);
+            rc = GR_ENOMEM;
+            if (!arr) goto fail;
+            arr->line = v->line;
             gr_json_free(st.params->items[i]);
-            st.params->items[i] = nl;
+            st.params->items[i] = arr;
         }
     }
     for (size_t a = 0; R->after && a < R->after->len; a++) {
@@ -1464,10 +1562,14 @@ static int make_variant(pctx *P, rstage *R, const gr_json *params, const gr_json
     st.priority = R->priority;
     st.line = R->line;
     /* record the variant */
-    variant *nv = realloc(R->var, (R->nvar + 1) * sizeof *nv);
     rc = GR_ENOMEM;
-    if (!nv) goto fail;
-    R->var = nv;
+    if (R->nvar == R->capvar) {
+        size_t nc = R->capvar ? R->capvar * 2 : 4;
+        variant *nv = realloc(R->var, nc * sizeof *nv);
+        if (!nv) goto fail;
+        R->var = nv;
+        R->capvar = nc;
+    }
     gr_json *bc = gr_jsonb_copy(b);
     if (!bc) goto fail;
     if ((rc = push_out(P, &st))) {
@@ -1577,6 +1679,8 @@ static void raw_free(rstage *R)
     free(R->up);
     for (size_t i = 0; i < R->nvar; i++) gr_json_free(R->var[i].binding);
     free(R->var);
+    for (size_t i = 0; i < R->nix; i++) vindex_free(&R->ix[i]);
+    free(R->ix);
     for (size_t i = 0; i < R->nvn; i++) free(R->vnames[i]);
     free(R->vnames);
 }
@@ -1647,6 +1751,8 @@ gr_pipeline *gr_pipeline_parse(const char *text, size_t len, const char *filenam
         goto fail;
     gr_json *stages = (gr_json *)gr_json_get(root, "stages");
     const gr_json *vars = gr_json_get(root, "vars");
+    for (size_t i = 0; vars && vars->len > PL_SMALL_MAP && i < vars->len; i++)
+        if ((rc = smap_put(&P.vars, vars->keys[i], i)) < 0) goto fail;
     for (size_t i = 0; i < stages->len; i++) {
         if (vars && (rc = subst(&P, vars, &stages->items[i], stages->keys[i], 0))) goto fail;
         if (!vars && (rc = subst(&P, NULL, &stages->items[i], stages->keys[i], 0))) goto fail;
@@ -1658,6 +1764,11 @@ gr_pipeline *gr_pipeline_parse(const char *text, size_t len, const char *filenam
         if ((rc = each_ref(&P, i, take_uri))) goto fail;
     /* the smap holds pointers into ids that stay put; rs itself may have
      * moved, which the map does not care about */
+    rc = GR_ENOMEM;
+    if (!(P.upseen = calloc(P.nrs + 1, sizeof *P.upseen))) {
+        gr_seterr(GR_ENOMEM, "out of memory");
+        goto fail;
+    }
     for (size_t i = 0; i < P.nrs; i++) {
         if ((rc = each_ref(&P, i, link_ref))) goto fail;
         if ((rc = link_after(&P, i))) goto fail;
@@ -1669,18 +1780,22 @@ gr_pipeline *gr_pipeline_parse(const char *text, size_t len, const char *filenam
     for (size_t i = 0; i < P.nrs; i++) raw_free(&P.rs[i]);
     free(P.rs);
     free(P.order);
+    free(P.upseen);
     free(P.dir);
     smap_free(&P.ids);
     smap_free(&P.outids);
+    smap_free(&P.vars);
     return P.pl;
 fail:
     gr_json_free(root);
     for (size_t i = 0; i < P.nrs; i++) raw_free(&P.rs[i]);
     free(P.rs);
     free(P.order);
+    free(P.upseen);
     free(P.dir);
     smap_free(&P.ids);
     smap_free(&P.outids);
+    smap_free(&P.vars);
     gr_pipeline_free(&P.pl);
     return NULL;
 }
