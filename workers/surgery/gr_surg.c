@@ -183,15 +183,27 @@ const gr_src_tensor *gr_src_find(const gr_src *s, const char *name)
  * chunk's pages: a pass over a model never keeps more than it uses. */
 enum { READ_RAW, READ_DELTA, READ_THETA };
 
+static void sub_from(float *restrict dst, const float *restrict base, uint64_t n)
+{
+#pragma omp simd
+    for (uint64_t i = 0; i < n; i++) dst[i] -= base[i];
+}
+
+static void add_to(float *restrict dst, const float *restrict base, uint64_t n)
+{
+#pragma omp simd
+    for (uint64_t i = 0; i < n; i++) dst[i] += base[i];
+}
+
 static int read_chunk(gr_src *s, const gr_sparse_tensor *st, const gr_src_tensor *t, uint64_t off,
                       uint64_t n, float *dst, const float *base, int mode)
 {
     int rc = gr_sparse_read_f32(s->sp, st, off, n, dst);
     if (rc) return rc;
     if (base && mode == READ_DELTA && t->theta)
-        for (uint64_t i = 0; i < n; i++) dst[i] -= base[i];
+        sub_from(dst, base, n);
     else if (base && mode == READ_THETA && !t->theta)
-        for (uint64_t i = 0; i < n; i++) dst[i] += base[i];
+        add_to(dst, base, n);
     gr_sparse_release_range(s->sp, st, off, n);
     return 0;
 }
@@ -216,9 +228,9 @@ static int read_range(gr_src *s, const gr_src_tensor *t, uint64_t off, uint64_t 
         }
         if (rc || !base) return rc;
         if (mode == READ_DELTA && t->theta)
-            for (uint64_t i = 0; i < n; i++) dst[i] -= base[i];
+            sub_from(dst, base, n);
         else if (mode == READ_THETA && !t->theta)
-            for (uint64_t i = 0; i < n; i++) dst[i] += base[i];
+            add_to(dst, base, n);
         return 0;
     }
     const gr_sparse_tensor *st = gr_sparse_find(s->sp, t->name);
