@@ -15,6 +15,13 @@ int cli_fail(int code);
 /* Prints "graft: <message>" and returns 2 (bad usage). */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* In-process ops (exec, merge): SIGINT sets cli_cancel, which the op polls
+ * through its context; cli_progress draws a one-line percentage on a
+ * terminal (nothing otherwise). */
+extern volatile int cli_cancel;
+void cli_on_interrupt(int sig);
+void cli_progress(void *ud, double done, double total, const char *msg);
+
 /* Subcommands (one file each: cli/cmd_<name>.c). */
 int cmd_put(int argc, char **argv);   /* cmd_store.c */
 int cmd_get(int argc, char **argv);   /* cmd_store.c */

@@ -25,23 +25,6 @@ static const char exec_usage[] =
     "  for list inputs); -o DIR receives the op's output files (DIR must not exist or be\n"
     "  empty); without -o they are discarded. Prints the metrics JSON.";
 
-static volatile int g_cancel;
-static void on_int(int sig)
-{
-    (void)sig;
-    g_cancel = 1;
-}
-
-static void progress(void *ud, double done, double total, const char *msg)
-{
-    (void)ud;
-    static double last = -1;
-    if (!isatty(2)) return;
-    if (total > 0 && done < total && done - last < total / 200) return;
-    last = done;
-    fprintf(stderr, "\r\033[2K%6.1f%% %.70s", total > 0 ? 100 * done / total : 0.0, msg);
-    if (total > 0 && done >= total) fputc('\n', stderr);
-}
 
 /* Sets params[name] = value, or appends to a list input. */
 static int put_input(const gr_op *op, gr_json *params, const char *name, const char *path)
@@ -186,7 +169,7 @@ int cmd_exec(int argc, char **argv)
         goto done;
     }
     struct sigaction sa = {0};
-    sa.sa_handler = on_int;
+    sa.sa_handler = cli_on_interrupt;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     char *root = store ? strdup(store) : NULL;
@@ -197,8 +180,8 @@ int cmd_exec(int argc, char **argv)
                  .store = root,
                  .threads = gr_worker_set_threads(threads),
                  .attempt = attempt,
-                 .cancel = &g_cancel,
-                 .progress_cb = progress};
+                 .cancel = &cli_cancel,
+                 .progress_cb = cli_progress};
     int r = gr_worker_exec(&e, &metrics);
     free(root);
     if (r) {

@@ -28,23 +28,6 @@ static const char merge_usage[] =
     "  empty; it appears only when the merge succeeded. --print-params prints the merge op's\n"
     "  parameters (the equivalent pipeline stage) and exits.";
 
-static volatile int g_cancel;
-static void on_int(int sig)
-{
-    (void)sig;
-    g_cancel = 1;
-}
-
-static void progress(void *ud, double done, double total, const char *msg)
-{
-    (void)ud;
-    static double last = -1;
-    if (!isatty(2)) return;
-    if (total > 0 && done < total && done - last < total / 200) return;
-    last = done;
-    fprintf(stderr, "\r\033[2K%6.1f%% %.70s", total > 0 ? 100 * done / total : 0.0, msg);
-    if (total > 0 && done >= total) fputc('\n', stderr);
-}
 
 static int dir_usable(const char *dir)
 {
@@ -111,8 +94,8 @@ static int resolve_ref(gr_json *holder, const char *key, size_t idx, const char 
                          .store = store,
                          .threads = threads,
                          .attempt = 1,
-                         .cancel = &g_cancel,
-                         .progress_cb = progress};
+                         .cancel = &cli_cancel,
+                         .progress_cb = cli_progress};
             char *met = NULL;
             rc = gr_worker_exec(&e, &met);
             free(met);
@@ -210,7 +193,7 @@ int cmd_merge(int argc, char **argv)
         goto done;
     }
     struct sigaction sa = {0};
-    sa.sa_handler = on_int;
+    sa.sa_handler = cli_on_interrupt;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     threads = gr_worker_set_threads(threads);
@@ -234,8 +217,8 @@ int cmd_merge(int argc, char **argv)
                  .store = root,
                  .threads = threads,
                  .attempt = 1,
-                 .cancel = &g_cancel,
-                 .progress_cb = progress};
+                 .cancel = &cli_cancel,
+                 .progress_cb = cli_progress};
     rc = gr_worker_exec(&e, &metrics);
     free(root);
     if (rc) {

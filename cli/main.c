@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const cli_cmd commands[] = {
     {"put", cmd_put, "put [--store DIR] PATH...           import files or directories; prints ids"},
@@ -40,6 +41,25 @@ int cli_usage_error(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     return 2;
+}
+
+volatile int cli_cancel;
+
+void cli_on_interrupt(int sig)
+{
+    (void)sig;
+    cli_cancel = 1;
+}
+
+void cli_progress(void *ud, double done, double total, const char *msg)
+{
+    (void)ud;
+    static double last = -1;
+    if (!isatty(2)) return;
+    if (total > 0 && done < total && done - last < total / 200) return;
+    last = done;
+    fprintf(stderr, "\r\033[2K%6.1f%% %.70s", total > 0 ? 100 * done / total : 0.0, msg);
+    if (total > 0 && done >= total) fputc('\n', stderr);
 }
 
 static void usage(FILE *f)
