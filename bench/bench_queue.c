@@ -401,6 +401,21 @@ int main(int argc, char **argv)
                 "  redis time in broker scripts: %lld calls, %.1f us per call, %.1f us per stage\n",
                 calls, per, usec / ((double)jobs_run * nstages));
         }
+        /* commands the scripts ran (the server's counts, every command but
+         * EVALSHA itself): a figure the machine's load does not change */
+        long long ncmd = 0;
+        for (const char *q = st && st->type == REDIS_REPLY_STRING ? st->str : NULL;
+             q && (q = strstr(q, "cmdstat_")) != NULL; q++) {
+            long long c = 0;
+            const char *colon = strchr(q, ':');
+            if (colon && strncmp(q, "cmdstat_evalsha:", 16) &&
+                sscanf(colon, ":calls=%lld", &c) == 1)
+                ncmd += c;
+        }
+        if (ncmd)
+            printf("  redis commands run: %.1f per stage (all commands but EVALSHA, bench's "
+                   "own included)\n",
+                   (double)ncmd / ((double)jobs_run * nstages));
         if (st) freeReplyObject(st);
     }
 

@@ -46,6 +46,14 @@ local function metric(name, n)
   redis.call('HINCRBY', P .. 'metrics', name, n or 1)
 end
 
+-- cmd (RPUSH, SADD, ...) key with every item of list as arguments, 1000 a
+-- call (one command instead of one per item; unpack has a stack limit)
+local function call_many(cmd, key, list)
+  for i = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+  end
+end
+
 -- appends one event (field/value pairs) to the job's capped stream
 local function event(jid, ...)
   redis.call('XADD', ekey(jid), 'MAXLEN', '~', EVMAX, '*', 'ts', n2s(NOW), ...)
@@ -60,21 +68,37 @@ local function count_state(jid, old, new)
   redis.call('HINCRBY', jk, 'n_' .. new, 1)
 end
 
+-- A script that ends a running attempt and then leases the same worker its
+-- next stage may defer the job's n_running decrement: owed_running names the
+-- job that owes it. A lease from that job settles the debt (n_running -1 +1
+-- is no change, so neither HINCRBY is sent); the script pays what is still
+-- owed with settle_running() before it returns. Scripts are atomic, so no
+-- reader sees the deferred count.
+local owed_running = nil
+
+local function settle_running()
+  if owed_running then
+    redis.call('HINCRBY', jkey(owed_running), 'n_running', -1)
+    owed_running = nil
+  end
+end
+
 local function set_state(jid, sid, old, new)
   redis.call('HSET', skey(jid, sid), 'state', new)
   count_state(jid, old, new)
 end
 
 -- queues a ready stage: score = now - priority * PRIO_SCALE (stage + job
--- priority, clamped); prio may be given to save the lookups
-local function enqueue(jid, sid, op, prio)
+-- priority, clamped); prio may be given to save the lookups; stamped: the
+-- caller has written the stage's ready_us (NOW_US) with its other fields
+local function enqueue(jid, sid, op, prio, stamped)
   if not prio then
     prio = tonumber(redis.call('HGET', skey(jid, sid), 'priority') or '0') +
            tonumber(redis.call('HGET', jkey(jid), 'priority') or '0')
   end
   if prio > PRIO_MAX then prio = PRIO_MAX elseif prio < -PRIO_MAX then prio = -PRIO_MAX end
   redis.call('ZADD', P .. 'ready:' .. op, n2s(NOW - prio * PRIO_SCALE), jid .. ':' .. sid)
-  redis.call('HSET', skey(jid, sid), 'ready_us', NOW_US)
+  if not stamped then redis.call('HSET', skey(jid, sid), 'ready_us', NOW_US) end
 end
 
 -- When every stage has reached a final state: the job's final state, its
@@ -111,10 +135,16 @@ end
 -- finished: {jid, sid, op, params, no_cache, then per dependency: dep sid,
 -- op, resolved params, metrics, outputs}. False if the stage is not (or no
 -- longer) waiting for resolution.
+local no_cache_of = {} -- jid -> the job's no_cache, read once per script
 local function resolve_info(jid, sid)
   local v = redis.call('HMGET', skey(jid, sid), 'op', 'params', 'deps', 'state', 'pending')
   if v[4] ~= 'blocked' or tonumber(v[5]) ~= 0 then return false end
-  local r = {jid, sid, v[1], v[2], redis.call('HGET', jkey(jid), 'no_cache') or '0'}
+  local nc = no_cache_of[jid]
+  if not nc then
+    nc = redis.call('HGET', jkey(jid), 'no_cache') or '0'
+    no_cache_of[jid] = nc
+  end
+  local r = {jid, sid, v[1], v[2], nc}
   for _, d in ipairs(cjson.decode(v[3])) do
     local dv = redis.call('HMGET', skey(jid, d), 'op', 'rparams', 'metrics', 'outputs')
     r[#r + 1] = d
@@ -249,7 +279,12 @@ local function dispatch_one(wid, ops, lease_ms)
       local attempt = tonumber(v[7] or '0') + 1
       local deadline = NOW + lease_ms
       local timeout = tonumber(v[4] or '0')
-      count_state(jid, 'ready', 'running')
+      if owed_running == jid then
+        redis.call('HINCRBY', jk, 'n_ready', -1)
+        owed_running = nil
+      else
+        count_state(jid, 'ready', 'running')
+      end
       local f = {'state', 'running', 'attempt', attempt, 'worker', wid, 'deadline', n2s(deadline),
                  'p_done', '0', 'p_total', '0', 'p_msg', '', 'attempt_started', n2s(NOW)}
       if not v[6] then

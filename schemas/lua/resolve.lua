@@ -67,8 +67,10 @@ while i + 6 <= #ARGV do
       unblock(jid, sid, out)
     elseif state == 'ready' then
       count_state(jid, 'blocked', 'ready')
+      f[#f + 1] = 'ready_us'
+      f[#f + 1] = NOW_US
       redis.call('HSET', k, unpack(f))
-      enqueue(jid, sid, v[3], tonumber(v[4] or '0') + tonumber(job[2] or '0'))
+      enqueue(jid, sid, v[3], tonumber(v[4] or '0') + tonumber(job[2] or '0'), true)
       ops[#ops + 1] = v[3]
       event(jid, 'type', 'stage', 'stage', sid, 'state', 'ready')
     elseif state == 'failed' then

@@ -27,25 +27,32 @@ elseif redis.call('HGET', jk, 'state') ~= 'submitting' then
   return redis.error_reply('job ' .. jid .. ' is not being submitted')
 end
 local sk = jk .. ':stages'
+-- the chunk's ids go to the lists in one RPUSH per 1000
+local sids, roots = {}, {}
 for _, s in ipairs(stages) do
   local sid, deps = s[1], cjson.decode(s[4])
   redis.call('HSET', skey(jid, sid), 'op', s[2], 'state', 'blocked', 'params', s[3], 'deps', s[4],
              'rdeps', s[5], 'pending', #deps, 'retries', s[6], 'timeout_ms', s[7],
              'priority', s[8], 'line', s[9], 'attempt', 0)
-  redis.call('RPUSH', sk, sid)
-  if #deps == 0 then redis.call('RPUSH', rk, sid) end
+  sids[#sids + 1] = sid
+  if #deps == 0 then roots[#roots + 1] = sid end
 end
+call_many('RPUSH', sk, sids)
+call_many('RPUSH', rk, roots)
 if not last then return {{}, 0} end
 redis.call('HSET', jk, 'state', 'queued')
 redis.call('ZREM', P .. 'submitting', jid)
 redis.call('ZADD', P .. 'jobs', n2s(NOW), jid)
 redis.call('SADD', P .. 'active', jid)
-local roots = redis.call('LRANGE', rk, 0, -1)
+roots = redis.call('LRANGE', rk, 0, -1)
 redis.call('DEL', rk)
-local infos = {}
+local infos, members = {}, {}
 for i, sid in ipairs(roots) do
-  redis.call('SADD', P .. 'resolve', jid .. ':' .. sid)
-  if i <= 1000 then infos[#infos + 1] = resolve_info(jid, sid) end
+  members[i] = jid .. ':' .. sid
+end
+call_many('SADD', P .. 'resolve', members)
+for i = 1, math.min(#roots, 1000) do
+  infos[#infos + 1] = resolve_info(jid, roots[i])
 end
 event(jid, 'type', 'job', 'state', 'queued')
 metric('jobs_submitted')
