@@ -123,7 +123,7 @@ static int parse_u64_prefix(const char *s, uint64_t *v, const char **end)
 
 int gr_http_parse_u64(const char *s, uint64_t *v)
 {
-    const char *end;
+    const char *end = NULL;
     if (!s) return gr_seterr(GR_EFORMAT, "missing number");
     int rc = parse_u64_prefix(s, v, &end);
     if (rc) return gr_seterr(rc, "'%.40s' is not a decimal byte count", s);
@@ -133,7 +133,7 @@ int gr_http_parse_u64(const char *s, uint64_t *v)
 
 int gr_http_parse_content_range(const char *v, uint64_t *first, uint64_t *last, uint64_t *total)
 {
-    const char *p = v, *e;
+    const char *p = v, *e = NULL;
     if (!v || strncmp(v, "bytes ", 6)) goto bad;
     p = v + 6;
     if (parse_u64_prefix(p, first, &e) || *e != '-') goto bad;

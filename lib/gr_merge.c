@@ -559,7 +559,7 @@ static int slerp_merge(const gr_merge_opts *o, const gr_merge_tinfo *t, const fl
 {
     const size_t n = t->n;
     const float *v[2] = {base, v1};
-    double g[3], s0, s1;
+    double g[3] = {0, 0, 0}, s0, s1;
     if (ref)
         gram_ref(v, 2, n, g);
     else {

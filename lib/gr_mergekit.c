@@ -287,7 +287,7 @@ static int convert(const mk *m, const gr_json *c, gr_json *out)
             if (strcmp(e->keys[k], "model") && strcmp(e->keys[k], "parameters"))
                 return gr_seterr(GR_EINVAL, "%s:%d: %s: unknown key '%s'", m->what,
                                  e->items[k]->line, where, e->keys[k]);
-        const char *ref;
+        const char *ref = NULL;
         char mwhere[80];
         snprintf(mwhere, sizeof mwhere, "%s.model", where);
         if ((rc = model_ref(m, gr_json_get(e, "model"), mwhere, &ref))) return rc;
@@ -328,7 +328,7 @@ static int convert(const mk *m, const gr_json *c, gr_json *out)
                              "supported",
                              m->what, ts->line);
         if (strcmp(ts->str, "base")) {
-            const char *ref;
+            const char *ref = NULL;
             if ((rc = model_ref(m, ts, "tokenizer_source", &ref))) return rc;
             if ((rc = set(out, "tokenizer_source", gr_jsonb_str(ref)))) return rc;
         }

@@ -116,7 +116,7 @@ static int parse_rope(const gr_json *cfg, const char *what, gr_model_cfg *c)
     if (rp && rp->type != GR_JSON_NULL) {
         if (rp->type != GR_JSON_OBJ)
             return gr_seterr(GR_EINVAL, "%s: field 'rope_parameters' must be an object", what);
-        double top;
+        double top = 0;
         if ((rc = cfg_num(cfg, what, "rope_theta", 10000.0, &top))) return rc;
         if ((rc = cfg_num(rp, what, "rope_theta", top, &c->rope_theta))) return rc;
         if ((rc = cfg_str(rp, what, "rope_type", "default", &type))) return rc;

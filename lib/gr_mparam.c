@@ -117,7 +117,7 @@ static int json_number(const gr_json *v, const char *what, const char *where, do
 /* A scalar or a gradient (non-empty list of numbers). */
 static gr_mparam *value_from_json(const gr_json *v, const char *what, const char *where)
 {
-    double x;
+    double x = 0;
     if (v->type == GR_JSON_NUM) {
         if (json_number(v, what, where, &x)) return NULL;
         gr_mparam *p = gr_mparam_scalar(x);

@@ -791,7 +791,7 @@ static int build_raw(pctx *P, const char *sid, const gr_json *def, int top_prior
         gr_buf_free(&known);
         return rc;
     }
-    rstage *R;
+    rstage *R = NULL;
     if (add_raw(P, &R)) return GR_ENOMEM;
     R->line = line;
     R->op = op;
@@ -957,7 +957,7 @@ static int take_uri(pctx *P, size_t ri, gr_json *s, const char *param)
                       ref);
             goto out;
         }
-        rstage *F;
+        rstage *F = NULL;
         if ((rc = add_raw(P, &F))) goto out;
         F->line = s->line;
         F->op = fop;
