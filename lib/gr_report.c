@@ -341,6 +341,10 @@ static void num_text(char *buf, size_t n, double v, int digits)
         snprintf(buf, n, "-");
     else if (digits < 0)
         snprintf(buf, n, "%.9g", v);
+    else if (v != 0 && (fabs(v) < 0.5 * pow(10, -digits) || fabs(v) >= 1e15))
+        /* would print as 0.000 (energy errors, tiny losses) or overflow the
+         * column: the same number of significant digits in exponent form */
+        snprintf(buf, n, "%.*g", digits > 0 ? digits : 1, v);
     else
         snprintf(buf, n, "%.*f", digits, v);
 }

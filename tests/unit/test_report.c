@@ -193,6 +193,22 @@ static void test_tables(void)
     gr_report_destroy(&r);
 }
 
+/* Values too small for the fixed decimals (energy errors) keep their
+ * significant digits in exponent form instead of printing as 0.000. */
+static void test_small_values(void)
+{
+    gr_report *r = gr_report_new();
+    CHECK(add(r, "nb[mu=0.1]", NULL, "{\"err\":3.93897252e-10,\"steps\":5}") == 0);
+    CHECK(add(r, "nb[mu=0.01]", NULL, "{\"err\":0,\"steps\":24.5}") == 0);
+    gr_buf b = {0};
+    int rc = table(r, "{\"rows\":\"mu\",\"values\":[\"err\",\"steps\"]}", &b);
+    CHECK_MSG(rc == 0, "%s", gr_errmsg());
+    CHECK_CONTAINS(b.data, "| 0.1  | 3.94e-10 |  5.000 |");
+    CHECK_CONTAINS(b.data, "| 0.01 |    0.000 | 24.500 |");
+    gr_buf_free(&b);
+    gr_report_destroy(&r);
+}
+
 static int plot(gr_report *r, const char *spec, const char *file, gr_buf *csv)
 {
     gr_json *s = J(spec);
@@ -400,6 +416,7 @@ int main(void)
     if (!mkdtemp(tmpdir)) return 1;
     RUN(test_bindings_and_csv);
     RUN(test_tables);
+    RUN(test_small_values);
     RUN(test_plots);
     RUN(test_op);
     gr_fs_rmrf(tmpdir);
