@@ -231,32 +231,29 @@ static double raw_stage_rate(const th_redis *r, th_peer *cl, int n)
         int batch = 0;
         for (int i = 0; i < 256; i++) {
             int64_t us = now_us();
-            redisAppendCommand(
-                c, "EVALSHA %s 0 bench: %lld %lld 604800 10000 1000 1.0 60000 raw 1 echo", sha[0],
-                (long long)(us / 1000), (long long)us);
+            redisAppendCommand(c,
+                               "EVALSHA %s 0 bench: %lld %lld 604800 10000 1000 1.0 raw 60000 echo",
+                               sha[0], (long long)(us / 1000), (long long)us);
         }
         for (int i = 0; i < 256; i++) {
             void *v;
             if (redisGetReply(c, &v) != REDIS_OK) goto fail;
             redisReply *rep = v;
-            /* one worker's entry: the leased task */
-            if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
-                rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements >= 3) {
-                redisReply *t = rep->element[0];
-                snprintf(jids[batch], 40, "%s", t->element[0]->str);
-                snprintf(sids[batch], 40, "%s", t->element[1]->str);
-                att[batch++] = t->element[2]->integer;
+            if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3) {
+                snprintf(jids[batch], 40, "%s", rep->element[0]->str);
+                snprintf(sids[batch], 40, "%s", rep->element[1]->str);
+                att[batch++] = rep->element[2]->integer;
             }
             freeReplyObject(rep);
         }
         if (!batch) break;
         for (int i = 0; i < batch; i++) {
             int64_t us = now_us();
-            redisAppendCommand(
-                c,
-                "EVALSHA %s 0 bench: %lld %lld 604800 10000 1000 1.0 60000 %s %s %lld "
-                "raw {\"out\":\"%s\"} {} 0 0",
-                sha[1], (long long)(us / 1000), (long long)us, jids[i], sids[i], att[i], OUT_ID);
+            redisAppendCommand(c,
+                               "EVALSHA %s 0 bench: %lld %lld 604800 10000 1000 1.0 %s %s %lld raw "
+                               "{\"out\":\"%s\"} {} 0 60000",
+                               sha[1], (long long)(us / 1000), (long long)us, jids[i], sids[i],
+                               att[i], OUT_ID);
         }
         for (int i = 0; i < batch; i++) {
             void *v;

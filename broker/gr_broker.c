@@ -27,7 +27,6 @@
 #define LOG "broker"
 
 #define RECV_BATCH       1024  /* messages handled before Redis is flushed */
-#define DONE_BATCH       64    /* DONEs finished by one done.lua call at most */
 #define TICK_MS          50    /* leases, timeouts, retries */
 #define WATCH_MS         50    /* event streams of watched jobs */
 #define SECOND_MS        1000  /* metrics, recovery, dispatch hints */
@@ -115,8 +114,6 @@ struct gr_broker {
     uint64_t epoch_seen;
     uint64_t rng;
     int64_t lease_ms;
-    struct batch *done_b; /* DONEs waiting for one done.lua call */
-    gr_rargs done_a;      /* its arguments */
 };
 
 static int64_t mono_ms(void)
@@ -517,39 +514,6 @@ static void ctx_free(cbctx *c)
     free(c);
 }
 
-/* Several items of one batched script call (done.lua, dispatch.lua), one
- * context each, in ARGV order. */
-typedef struct batch {
-    gr_broker *b;
-    cbctx **c;
-    size_t n, cap;
-} batch;
-
-/* Appends c to *pb (created on first use). Returns 0, or -1 when out of
- * memory (c is not taken). */
-static int batch_add(batch **pb, gr_broker *b, cbctx *c)
-{
-    if (!*pb && !(*pb = calloc(1, sizeof **pb))) return -1;
-    batch *bt = *pb;
-    bt->b = b;
-    if (bt->n == bt->cap) {
-        size_t nc = bt->cap ? bt->cap * 2 : 8;
-        cbctx **v = realloc(bt->c, nc * sizeof *v);
-        if (!v) return -1;
-        bt->c = v;
-        bt->cap = nc;
-    }
-    bt->c[bt->n++] = c;
-    return 0;
-}
-
-static void batch_free(batch *bt)
-{
-    if (!bt) return;
-    free(bt->c);
-    free(bt);
-}
-
 static void reply_unavailable(cbctx *c)
 {
     send_error(c->b, c->peer, c->peer_len, c->req, GR_ENET, "redis is unavailable; try again");
@@ -794,8 +758,7 @@ static void ops_empty(gr_broker *b, bworker *w, cbctx *c)
     }
 }
 
-/* One worker's entry of a dispatch.lua reply (NULL: no answer). */
-static void on_dispatch(void *ud, const redisReply *r)
+static void on_dispatch(void *ud, redisReply *r)
 {
     cbctx *c = ud;
     gr_broker *b = c->b;
@@ -824,43 +787,26 @@ static int worker_wants(gr_broker *b, bworker *w)
     return 0;
 }
 
-/* dispatch.lua's reply: one entry per worker of the batch, in order. */
-static void on_dispatch_batch(void *ud, redisReply *r)
-{
-    batch *bt = ud;
-    for (size_t i = 0; i < bt->n; i++) on_dispatch(bt->c[i], is_arr(r) ? rel(r, i) : r);
-    batch_free(bt);
-}
-
-/* Leases every idle worker that may find work its next stage: one
- * dispatch.lua call for all of them (each lease its own transition). */
 static void dispatch_idle(gr_broker *b)
 {
     if (!gr_rconn_up(b->rc)) return;
-    batch *bt = NULL;
-    gr_rargs a = {0};
     for (size_t i = 0; i < b->nw; i++) {
         bworker *w = b->w[i];
         if (!worker_wants(b, w)) continue;
         cbctx *c = ctx_new(b, NULL);
-        if (!c || !(c->s1 = strdup(w->wid)) || batch_add(&bt, b, c)) {
+        if (!c || !(c->s1 = strdup(w->wid))) {
             ctx_free(c);
             continue;
         }
-        if (bt->n == 1) {
-            script_args(b, &a);
-            gr_rargs_int(&a, b->lease_ms);
-        }
         ops_gens(b, w, c);
+        gr_rargs a = {0};
+        script_args(b, &a);
         gr_rargs_str(&a, w->wid);
-        gr_rargs_int(&a, (int64_t)w->nops);
+        gr_rargs_int(&a, b->lease_ms);
         for (size_t k = 0; k < w->nops; k++) gr_rargs_str(&a, w->ops[k]);
         w->inflight = 1;
+        run_script(b, GR_LUA_DISPATCH, &a, on_dispatch, c);
     }
-    if (bt && bt->n)
-        run_script(b, GR_LUA_DISPATCH, &a, on_dispatch_batch, bt);
-    else
-        batch_free(bt);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1047,9 +993,7 @@ static void handle_progress(gr_broker *b, gr_wire_msg *m, bworker *w)
     if (w) w->last_hb_write = mono_ms();
 }
 
-/* A FAIL's answer (fail.lua), or one DONE's entry of done.lua's answer
- * {status, final, next task}; r NULL: Redis did not answer. */
-static void on_done(void *ud, const redisReply *r)
+static void on_done(void *ud, redisReply *r)
 {
     cbctx *c = ud;
     gr_broker *b = c->b;
@@ -1067,9 +1011,9 @@ static void on_done(void *ud, const redisReply *r)
     } else if (c->cmd == GR_CMD_DONE) {
         if (!strcmp(rstr(rel(r, 0)), "stale"))
             GR_DEBUG(LOG, "stale DONE for %s attempt %lld ignored", c->s2, (long long)c->i1);
-        /* the worker's next task first: the batch's resolve_infos may
-         * dispatch to idle workers, and this one must not look idle */
-        const redisReply *nxt = rel(r, 2);
+        /* the worker's next task first: resolve_infos below may dispatch to
+         * idle workers, and this one must not look idle */
+        const redisReply *nxt = rel(r, 3);
         if (c->gens) {
             if (w) w->inflight = 0;
             if (is_arr(nxt) && nxt->elements >= 9) {
@@ -1082,7 +1026,8 @@ static void on_done(void *ud, const redisReply *r)
                 ops_empty(b, w, c);
             }
         }
-        const redisReply *fin = rel(r, 1);
+        resolve_infos(b, rel(r, 1), 0);
+        const redisReply *fin = rel(r, 2);
         if (fin && fin->type == REDIS_REPLY_STRING) GR_INFO(LOG, "job of %s %s", c->s2, fin->str);
     } else {
         const char *res = rstr(rel(r, 0));
@@ -1095,42 +1040,6 @@ static void on_done(void *ud, const redisReply *r)
         if (fin && fin->type == REDIS_REPLY_STRING) GR_INFO(LOG, "job of %s %s", c->s2, fin->str);
     }
     ctx_free(c);
-}
-
-static void on_fail(void *ud, redisReply *r)
-{
-    on_done(ud, r);
-}
-
-/* done.lua's answer {items, resolvable infos}: each DONE's entry in order,
- * then the stages they unblocked. */
-static void on_done_batch(void *ud, redisReply *r)
-{
-    batch *bt = ud;
-    gr_broker *b = bt->b;
-    char msg[] = "no entry for it in the reply";
-    redisReply missing = {.type = REDIS_REPLY_ERROR, .str = msg};
-    const redisReply *items = rel(r, 0);
-    for (size_t i = 0; i < bt->n; i++) {
-        const redisReply *it = r;
-        if (is_arr(r)) it = rel(items, i) ? rel(items, i) : &missing;
-        on_done(bt->c[i], it);
-    }
-    if (is_arr(r)) resolve_infos(b, rel(r, 1), 0);
-    batch_free(bt);
-}
-
-/* Sends the DONEs collected so far as one done.lua call. */
-static void done_flush(gr_broker *b)
-{
-    batch *bt = b->done_b;
-    if (!bt) return;
-    b->done_b = NULL;
-    if (!bt->n) {
-        batch_free(bt);
-        return;
-    }
-    run_script(b, GR_LUA_DONE, &b->done_a, on_done_batch, bt);
 }
 
 /* DONE and FAIL are accepted from any peer (the attempt number fences them),
@@ -1167,61 +1076,40 @@ static void handle_result(gr_broker *b, int cmd, gr_json *body, const uint8_t *p
         on_done(c, NULL);
         return;
     }
-    if (cmd != GR_CMD_DONE) {
-        done_flush(b); /* results keep their order */
-        gr_rargs a = {0};
-        script_args(b, &a);
-        gr_rargs_str(&a, jid);
-        gr_rargs_str(&a, sid);
-        gr_rargs_int(&a, attempt);
-        gr_rargs_str(&a, w ? w->wid : "");
-        free(jid);
-        free(sid);
-        gr_rargs_str(&a, gr_json_get_str(body, "error", ""));
-        gr_rargs_str(&a, gr_json_get_bool(body, "retryable", 0) ? "1" : "0");
-        run_script(b, GR_LUA_FAIL, &a, on_fail, c);
-        return;
-    }
-    /* DONE: one item of the next done.lua call */
-    if (batch_add(&b->done_b, b, c)) {
-        free(jid);
-        free(sid);
-        on_done(c, NULL); /* kept for replay */
-        return;
-    }
-    gr_rargs *a = &b->done_a;
-    if (b->done_b->n == 1) {
-        script_args(b, a);
-        gr_rargs_int(a, b->lease_ms);
-    }
-    gr_rargs_str(a, jid);
-    gr_rargs_str(a, sid);
-    gr_rargs_int(a, attempt);
-    gr_rargs_str(a, w ? w->wid : "");
+    gr_rargs a = {0};
+    script_args(b, &a);
+    gr_rargs_str(&a, jid);
+    gr_rargs_str(&a, sid);
+    gr_rargs_int(&a, attempt);
+    gr_rargs_str(&a, w ? w->wid : "");
     free(jid);
     free(sid);
-    gr_buf t = {0};
-    gr_wire_json_write(&t, gr_json_get(body, "outputs"), 1);
-    gr_rargs_str(a, t.data ? t.data : "{}");
-    gr_buf_reset(&t);
-    const gr_json *met = gr_json_get(body, "metrics");
-    if (met)
-        gr_wire_json_write(&t, met, 0);
-    else
-        gr_buf_puts(&t, "null");
-    gr_rargs_str(a, t.data);
-    gr_buf_free(&t);
-    gr_rargs_int(a, gr_json_get_int(body, "elapsed_ms", 0));
-    /* ask for its next task in the same step */
-    if (w && !w->task && !w->inflight && worker_wants(b, w)) {
-        ops_gens(b, w, c);
-        gr_rargs_int(a, (int64_t)w->nops);
-        for (size_t k = 0; k < w->nops; k++) gr_rargs_str(a, w->ops[k]);
-        w->inflight = 1;
+    if (cmd == GR_CMD_DONE) {
+        gr_buf t = {0};
+        gr_wire_json_write(&t, gr_json_get(body, "outputs"), 1);
+        gr_rargs_str(&a, t.data ? t.data : "{}");
+        gr_buf_reset(&t);
+        const gr_json *met = gr_json_get(body, "metrics");
+        if (met)
+            gr_wire_json_write(&t, met, 0);
+        else
+            gr_buf_puts(&t, "null");
+        gr_rargs_str(&a, t.data);
+        gr_buf_free(&t);
+        gr_rargs_int(&a, gr_json_get_int(body, "elapsed_ms", 0));
+        gr_rargs_int(&a, b->lease_ms);
+        /* ask for its next task in the same step */
+        if (w && !w->task && !w->inflight && worker_wants(b, w)) {
+            ops_gens(b, w, c);
+            for (size_t k = 0; k < w->nops; k++) gr_rargs_str(&a, w->ops[k]);
+            w->inflight = 1;
+        }
+        run_script(b, GR_LUA_DONE, &a, on_done, c);
     } else {
-        gr_rargs_int(a, 0);
+        gr_rargs_str(&a, gr_json_get_str(body, "error", ""));
+        gr_rargs_str(&a, gr_json_get_bool(body, "retryable", 0) ? "1" : "0");
+        run_script(b, GR_LUA_FAIL, &a, on_done, c);
     }
-    if (b->done_b->n >= DONE_BATCH) done_flush(b);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1688,8 +1576,6 @@ static void handle_client(gr_broker *b, gr_wire_msg *m)
 static void handle(gr_broker *b, gr_wire_msg *m)
 {
     bworker *w = worker_by_peer(b, m->peer, m->peer_len);
-    /* DONEs wait for one done.lua call; anything else runs after them */
-    if (m->cmd != GR_CMD_DONE) done_flush(b);
     switch (m->cmd) {
     case GR_CMD_READY:
         handle_ready(b, m);
@@ -1864,7 +1750,6 @@ static void timers(gr_broker *b)
             handle_result(b, rq[i].cmd, rq[i].body, rq[i].peer, rq[i].peer_len,
                           worker_by_peer(b, rq[i].peer, rq[i].peer_len));
         free(rq);
-        done_flush(b);
     }
     if (b->last_timers && now - b->last_timers > b->o.heartbeat_ms) {
         /* this loop was stalled (a slow Redis): workers could not be heard
@@ -2044,15 +1929,12 @@ int gr_broker_run(gr_broker *b, volatile sig_atomic_t *stop)
             }
             handle(b, &m);
         }
-        done_flush(b);
         timers(b);
-        done_flush(b);
         gr_rconn_flush(b->rc);
         dispatch_idle(b);
         gr_rconn_flush(b->rc);
     }
 out:
-    done_flush(b);
     gr_wire_msg_clear(&m);
     GR_INFO(LOG, "stopping");
     return rc;
@@ -2062,10 +1944,7 @@ void gr_broker_destroy(gr_broker **pb)
 {
     gr_broker *b = pb ? *pb : NULL;
     if (!b) return;
-    if (b->rc) {
-        done_flush(b);
-        gr_rconn_flush(b->rc);
-    }
+    if (b->rc) gr_rconn_flush(b->rc);
     gr_rconn_destroy(&b->rc);
     for (size_t i = 0; i < b->nw; i++) worker_free(b->w[i]);
     free(b->w);

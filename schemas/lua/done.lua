@@ -1,67 +1,52 @@
--- done.lua: workers finished attempts; one call takes a batch of them, each
--- handled as its own transition in order (the call is atomic as a whole).
--- Fenced per item: only the current attempt of a running stage counts;
--- anything else is 'stale' for that item, changes nothing and does not stop
--- the others. Records outputs and metrics, the memo entry, releases the
--- lease, unblocks dependants, finishes the job when it was the last stage,
--- and (when ops are given) leases the worker its next stage in the same step.
--- ARGV[A]: lease ms; then per item: jid, sid, attempt, worker, outputs JSON,
--- metrics JSON, elapsed ms, number of op names n, n op names to dispatch next.
--- Returns {items, resolvable infos (all items)} where each item is
--- {'ok'|'stale', final job state or false, next task (as dispatch.lua) or
--- false}.
-local lease_ms = tonumber(ARGV[A])
-local res, items = {}, {}
-
-local function done_one(jid, sid, attempt, wid, outputs, metrics, elapsed, ops)
-  local k = skey(jid, sid)
-  local m = jid .. ':' .. sid
-  local v = redis.call('HMGET', k, 'state', 'attempt', 'memo', 'worker', 'timeout_ms', 'error', 'rdeps')
-  local status, final = 'stale', false
-  if v[1] == 'running' and tonumber(v[2]) == attempt then
-    status = 'ok'
-    redis.call('ZREM', P .. 'leases', m .. ':' .. attempt)
-    if tonumber(v[5] or '0') > 0 then redis.call('ZREM', P .. 'timeouts', m .. ':' .. attempt) end
-    -- n_running -1 is owed until the next lease (see settle_running)
-    redis.call('HINCRBY', jkey(jid), 'n_done', 1)
-    owed_running = jid
-    redis.call('HSET', k, 'state', 'done', 'outputs', outputs, 'metrics', metrics,
-               'finished', n2s(NOW), 'elapsed_ms', elapsed)
-    if v[6] then redis.call('HDEL', k, 'error') end
-    if v[3] and v[3] ~= '' then
-      local mk = P .. 'memo:' .. v[3]
-      redis.call('HSET', mk, 'outputs', outputs, 'metrics', metrics, 'job', jid, 'stage', sid,
-                 'created', n2s(NOW))
-      redis.call('EXPIRE', mk, RETENTION)
-    end
-    event(jid, 'type', 'stage', 'stage', sid, 'state', 'done', 'attempt', attempt, 'worker', wid)
-    metric('done')
-    unblock(jid, sid, res, v[7])
-    final = maybe_finish(jid)
-    if v[4] and v[4] ~= wid then release_worker(v[4], m) end
+-- done.lua: a worker finished an attempt. Fenced: only the current attempt
+-- of a running stage counts; anything else is 'stale' and changes nothing.
+-- Records outputs and metrics, the memo entry, releases the lease, unblocks
+-- dependants, finishes the job when it was the last stage, and (when ops are
+-- given) leases the worker its next stage in the same step.
+-- ARGV[A..]: jid, sid, attempt, worker, outputs JSON, metrics JSON,
+-- elapsed ms, lease ms, op names to dispatch next...
+-- Returns {'ok'|'stale', resolvable infos, final job state or false, next
+-- task (as dispatch.lua) or false}.
+local jid, sid, attempt, wid = ARGV[A], ARGV[A + 1], tonumber(ARGV[A + 2]), ARGV[A + 3]
+local outputs, metrics, elapsed, lease_ms = ARGV[A + 4], ARGV[A + 5], ARGV[A + 6], tonumber(ARGV[A + 7])
+local ops = {}
+for i = A + 8, #ARGV do ops[#ops + 1] = ARGV[i] end
+local k = skey(jid, sid)
+local m = jid .. ':' .. sid
+local v = redis.call('HMGET', k, 'state', 'attempt', 'memo', 'worker', 'timeout_ms', 'error', 'rdeps')
+local status, res, final = 'stale', {}, false
+if v[1] == 'running' and tonumber(v[2]) == attempt then
+  status = 'ok'
+  redis.call('ZREM', P .. 'leases', m .. ':' .. attempt)
+  if tonumber(v[5] or '0') > 0 then redis.call('ZREM', P .. 'timeouts', m .. ':' .. attempt) end
+  -- n_running -1 is owed until the next lease (see settle_running)
+  redis.call('HINCRBY', jkey(jid), 'n_done', 1)
+  owed_running = jid
+  redis.call('HSET', k, 'state', 'done', 'outputs', outputs, 'metrics', metrics,
+             'finished', n2s(NOW), 'elapsed_ms', elapsed)
+  if v[6] then redis.call('HDEL', k, 'error') end
+  if v[3] and v[3] ~= '' then
+    local mk = P .. 'memo:' .. v[3]
+    redis.call('HSET', mk, 'outputs', outputs, 'metrics', metrics, 'job', jid, 'stage', sid,
+               'created', n2s(NOW))
+    redis.call('EXPIRE', mk, RETENTION)
+  end
+  event(jid, 'type', 'stage', 'stage', sid, 'state', 'done', 'attempt', attempt, 'worker', wid)
+  metric('done')
+  unblock(jid, sid, res, v[7])
+  final = maybe_finish(jid)
+  if v[4] and v[4] ~= wid then release_worker(v[4], m) end
+else
+  metric('stale')
+end
+local nxt = false
+if #ops > 0 then nxt = dispatch_one(wid, ops, lease_ms) end
+settle_running()
+if not nxt and wid ~= '' then
+  if status == 'ok' and v[4] == wid then
+    redis.call('HSET', P .. 'worker:' .. wid, 'task', '', 'attempt', '0', 'state', 'idle')
   else
-    metric('stale')
+    release_worker(wid, m)
   end
-  local nxt = false
-  if #ops > 0 then nxt = dispatch_one(wid, ops, lease_ms) end
-  settle_running()
-  if not nxt and wid ~= '' then
-    if status == 'ok' and v[4] == wid then
-      redis.call('HSET', P .. 'worker:' .. wid, 'task', '', 'attempt', '0', 'state', 'idle')
-    else
-      release_worker(wid, m)
-    end
-  end
-  return {status, final, nxt}
 end
-
-local i = A + 1
-while i + 7 <= #ARGV do
-  local nops = tonumber(ARGV[i + 7]) or 0
-  local ops = {}
-  for j = 1, nops do ops[j] = ARGV[i + 7 + j] end
-  items[#items + 1] = done_one(ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3],
-                               ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ops)
-  i = i + 8 + nops
-end
-return {items, res}
+return {status, res, final, nxt}
