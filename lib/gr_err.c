@@ -9,9 +9,32 @@
 static _Thread_local char errmsg[GR_ERRMSG_MAX];
 static _Thread_local int errcode;
 
+/* Messages are printed as one line: control characters that came in with
+ * quoted input (a YAML scalar spanning lines, a tab in a name) are written as
+ * escapes, so a message can never break a log line or a CLI's one-line rule. */
+static void one_line(char *msg, size_t cap)
+{
+    char tmp[GR_ERRMSG_MAX];
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p && o + 5 < sizeof tmp; p++) {
+        if (*p >= 0x20 && *p != 0x7f) {
+            tmp[o++] = (char)*p;
+            continue;
+        }
+        tmp[o++] = '\\';
+        if (*p == '\n') tmp[o++] = 'n';
+        else if (*p == '\r') tmp[o++] = 'r';
+        else if (*p == '\t') tmp[o++] = 't';
+        else o += (size_t)snprintf(tmp + o, sizeof tmp - o, "x%02x", *p);
+    }
+    tmp[o] = 0;
+    snprintf(msg, cap, "%s", tmp);
+}
+
 int gr_vseterr(int code, const char *fmt, va_list ap)
 {
     vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    one_line(errmsg, sizeof errmsg);
     errcode = code;
     return code;
 }
@@ -34,6 +57,7 @@ int gr_adderr(int code, const char *fmt, ...)
     va_end(ap);
     memcpy(old, errmsg, sizeof old);
     snprintf(errmsg, sizeof errmsg, "%s: %s", prefix, old);
+    one_line(errmsg, sizeof errmsg);
     errcode = code;
     return code;
 }
