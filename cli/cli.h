@@ -22,6 +22,10 @@ extern volatile int cli_cancel;
 void cli_on_interrupt(int sig);
 void cli_progress(void *ud, double done, double total, const char *msg);
 
+/* 1 if dir is missing or an empty directory (rename(2) replaces those, so an
+ * output can be moved there whole), 0 otherwise. */
+int cli_dir_usable(const char *dir);
+
 /* Subcommands (one file each: cli/cmd_<name>.c). */
 int cmd_put(int argc, char **argv);   /* cmd_store.c */
 int cmd_get(int argc, char **argv);   /* cmd_store.c */

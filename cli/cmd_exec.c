@@ -52,19 +52,6 @@ static int put_input(const gr_op *op, gr_json *params, const char *name, const c
     return gr_jsonb_push(list, gr_jsonb_str(abs));
 }
 
-/* 1 if dir is missing or an empty directory (rename(2) replaces those),
- * 0 otherwise. */
-static int dir_usable(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT;
-    struct dirent *e;
-    int empty = 1;
-    while (empty && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
-    closedir(d);
-    return empty;
-}
 
 int cmd_exec(int argc, char **argv)
 {
@@ -148,7 +135,7 @@ int cmd_exec(int argc, char **argv)
     const char *parent = "/tmp";
     char pbuf[PATH_MAX];
     if (outdir) {
-        if (!dir_usable(outdir)) {
+        if (!cli_dir_usable(outdir)) {
             rc = cli_usage_error("exec: -o %s: exists and is not an empty directory", outdir);
             goto done;
         }

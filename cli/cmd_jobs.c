@@ -522,13 +522,6 @@ int cmd_status(int argc, char **argv)
     return rc;
 }
 
-static volatile int g_interrupted;
-static void on_int(int sig)
-{
-    (void)sig;
-    g_interrupted = 1;
-}
-
 int cmd_watch(int argc, char **argv)
 {
     const char *broker = NULL, *job = NULL;
@@ -549,9 +542,9 @@ int cmd_watch(int argc, char **argv)
     gr_client *c = connect_broker(broker);
     if (!c) return 1;
     struct sigaction sa = {0};
-    sa.sa_handler = on_int;
+    sa.sa_handler = cli_on_interrupt;
     sigaction(SIGINT, &sa, NULL);
-    int rc = jobs_watch(c, job, stdout, NULL, &g_interrupted);
+    int rc = jobs_watch(c, job, stdout, NULL, &cli_cancel);
     gr_client_destroy(&c);
     return rc;
 }

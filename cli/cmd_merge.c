@@ -29,17 +29,6 @@ static const char merge_usage[] =
     "  parameters (the equivalent pipeline stage) and exits.";
 
 
-static int dir_usable(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT;
-    struct dirent *e;
-    int empty = 1;
-    while (empty && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
-    closedir(d);
-    return empty;
-}
 
 /* Whether ref names a hub repository: hf://..., or org/name[@rev] that is
  * not a local path. */
@@ -167,7 +156,7 @@ int cmd_merge(int argc, char **argv)
         free(s);
         goto done;
     }
-    if (!dir_usable(outdir)) {
+    if (!cli_dir_usable(outdir)) {
         rc = cli_usage_error("merge: %s exists and is not an empty directory", outdir);
         goto done;
     }
@@ -225,7 +214,7 @@ int cmd_merge(int argc, char **argv)
         rc = cli_fail(rc);
         goto done;
     }
-    if (!dir_usable(outdir) || (gr_fs_is_dir(outdir) && rmdir(outdir)) || rename(out, outdir) ||
+    if (!cli_dir_usable(outdir) || (gr_fs_is_dir(outdir) && rmdir(outdir)) || rename(out, outdir) ||
         gr_fs_fsync_parent(outdir)) {
         rc = cli_fail(gr_seterr(GR_EIO, "%s: cannot move the result into place: %s", outdir,
                                 strerror(errno)));

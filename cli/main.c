@@ -2,6 +2,8 @@
 #include "cli.h"
 #include "gr_err.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -60,6 +62,18 @@ void cli_progress(void *ud, double done, double total, const char *msg)
     last = done;
     fprintf(stderr, "\r\033[2K%6.1f%% %.70s", total > 0 ? 100 * done / total : 0.0, msg);
     if (total > 0 && done >= total) fputc('\n', stderr);
+}
+
+int cli_dir_usable(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+    closedir(d);
+    return empty;
 }
 
 static void usage(FILE *f)
