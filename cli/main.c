@@ -14,7 +14,8 @@ static const cli_cmd commands[] = {
     {"get", cmd_get, "get ID -o PATH [--force] [--copy]    export a blob or tree from the store"},
     {"store", cmd_store, "store verify [--gc] [--quarantine] | path ID | root"},
     {"tensors", cmd_tensors, "tensors inspect|stats PATH [--json] | diff A B [--atol X]"},
-    {"up", cmd_up, "up [--workers N] [--redis URL] [--state DIR]   start Redis, broker and workers"},
+    {"up", cmd_up,
+     "up [--workers N] [--redis URL] [--state DIR]   start Redis, broker and workers"},
     {"run", cmd_run, "run PIPELINE.yaml [--set k=v] [--json]   up if needed, submit, watch, print"},
     {"submit", cmd_submit, "submit PIPELINE.yaml [--set k=v] [--no-cache]   prints the job id"},
     {"status", cmd_status, "status [JOB] [--json]                 jobs, or one job's stages"},
@@ -22,9 +23,11 @@ static const cli_cmd commands[] = {
     {"cancel", cmd_cancel, "cancel JOB"},
     {"workers", cmd_workers, "workers [--json]"},
     {"top", cmd_top, "top [--redis URL] [--prefix P] [--once] [--json] [--interval S]   dashboard"},
-    {"ops", cmd_ops, "ops [OP] [--json]                     the ops this build serves, with parameters"},
+    {"ops", cmd_ops,
+     "ops [OP] [--json]                     the ops this build serves, with parameters"},
     {"exec", cmd_exec, "exec OP key=value... [--input NAME=PATH] [-o DIR]   run one op in-process"},
-    {"merge", cmd_merge, "merge CONFIG.yml OUT_DIR [--threads N] [--seed N]   run a mergekit config"},
+    {"merge", cmd_merge,
+     "merge CONFIG.yml OUT_DIR [--threads N] [--seed N]   run a mergekit config"},
     {NULL, NULL, NULL},
 };
 
