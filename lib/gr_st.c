@@ -52,8 +52,7 @@ static void header_free(st_header *h)
     memset(h, 0, sizeof *h);
 }
 
-/* "[3, 4]" for messages (truncated with "..." if it would not fit). */
-static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+const char *gr_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
 {
     size_t k = (size_t)snprintf(buf, cap, "[");
     for (int d = 0; d < ndim && k < cap; d++)
@@ -253,13 +252,13 @@ static int check_layout(const char *what, st_entry *e, size_t n, uint64_t data_l
             return gr_seterr(GR_EFORMAT,
                              "%s: tensor '%s': shape %s of %s overflows 64 bits when counting "
                              "elements or bytes",
-                             what, name, shape_str(sb, sizeof sb, e[i].ndim, e[i].shape),
+                             what, name, gr_shape_str(sb, sizeof sb, e[i].ndim, e[i].shape),
                              gr_dtype_name(e[i].dtype));
         if (nbits % 8)
             return gr_seterr(GR_EFORMAT,
                              "%s: tensor '%s': shape %s of %s is %llu bits, not a whole number of "
                              "bytes",
-                             what, name, shape_str(sb, sizeof sb, e[i].ndim, e[i].shape),
+                             what, name, gr_shape_str(sb, sizeof sb, e[i].ndim, e[i].shape),
                              gr_dtype_name(e[i].dtype), (unsigned long long)nbits);
         if (e[i].end - e[i].begin != nbits / 8)
             return gr_seterr(
@@ -268,7 +267,7 @@ static int check_layout(const char *what, st_entry *e, size_t n, uint64_t data_l
                 "of %s needs %llu",
                 what, name, (unsigned long long)e[i].begin, (unsigned long long)e[i].end,
                 (unsigned long long)(e[i].end - e[i].begin),
-                shape_str(sb, sizeof sb, e[i].ndim, e[i].shape), gr_dtype_name(e[i].dtype),
+                gr_shape_str(sb, sizeof sb, e[i].ndim, e[i].shape), gr_dtype_name(e[i].dtype),
                 (unsigned long long)(nbits / 8));
         e[i].nelem = nelem;
         prev_end = e[i].end;

@@ -68,6 +68,10 @@ const char *gr_ckpt_meta_get(const gr_ckpt *c, const char *key);
 size_t gr_ckpt_nfiles(const gr_ckpt *c);
 const gr_st *gr_ckpt_file(const gr_ckpt *c, size_t i);
 
+/* Writes a shape as "[3, 4]" into buf (cap bytes; truncated if it does not
+ * fit) for messages; returns buf. */
+const char *gr_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape);
+
 /* Converts elements [off, off+n) of a F32/F16/BF16/F64 tensor to fp32. */
 int gr_tensor_read_f32(const gr_tensor *t, uint64_t off, uint64_t n, float *dst);
 

@@ -21,14 +21,6 @@ static const gr_param apply_params[] = {
     {NULL, 0, 0, NULL},
 };
 
-static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
-{
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (o < len) snprintf(buf + o, len - o, "]");
-}
-
 static int apply_run(gr_op_ctx *ctx)
 {
     const char *bpath, *dpath, *dtname;
@@ -86,8 +78,8 @@ static int apply_run(gr_op_ctx *ctx)
             goto fail;
         }
         if (d->ndim != b->ndim || memcmp(d->shape, b->shape, sizeof(int64_t) * (size_t)b->ndim)) {
-            shape_str(s1, sizeof s1, d->ndim, d->shape);
-            shape_str(s2, sizeof s2, b->ndim, b->shape);
+            gr_shape_str(s1, sizeof s1, d->ndim, d->shape);
+            gr_shape_str(s2, sizeof s2, b->ndim, b->shape);
             rc = gr_seterr(GR_EINVAL,
                            "apply: tensor '%s': shape %s in the delta (%s) but %s in the base (%s)",
                            d->name, s1, dpath, s2, bpath);

@@ -22,14 +22,6 @@ static const gr_param delta_params[] = {
     {NULL, 0, 0, NULL},
 };
 
-static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
-{
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (o < len) snprintf(buf + o, len - o, "]");
-}
-
 typedef struct plan {
     const gr_src_tensor *b, *m;
     uint64_t n; /* elements written (base's count: cropped rows dropped) */
@@ -61,8 +53,8 @@ static int make_plan(gr_src *base, gr_src *model, int strict, gr_warns *w, plan 
                              "architectures?)",
                              m->name, gr_src_role(model), gr_src_role(base));
         }
-        shape_str(s1, sizeof s1, m->ndim, m->shape);
-        shape_str(s2, sizeof s2, b->ndim, b->shape);
+        gr_shape_str(s1, sizeof s1, m->ndim, m->shape);
+        gr_shape_str(s2, sizeof s2, b->ndim, b->shape);
         int same = m->ndim == b->ndim && !memcmp(m->shape, b->shape, sizeof(int64_t) * m->ndim);
         if (!gr_dtype_is_float(b->dtype) || !gr_dtype_is_float(m->dtype)) {
             if (strict) {

@@ -151,14 +151,6 @@ static int model_params(merge_job *j, size_t i, const char *tensor, gr_merge_mod
     return 0;
 }
 
-static void shape_str(char *buf, size_t len, int ndim, const int64_t *shape)
-{
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    if (o < len) snprintf(buf + o, len - o, "]");
-}
-
 /* Decides, for every output tensor and model, what the model contributes,
  * with the warnings (or, strict, errors) of merge-methods.md. */
 static int plan(merge_job *j)
@@ -213,8 +205,8 @@ static int plan(merge_job *j)
             int same = t->ndim == b->ndim &&
                        !memcmp(t->shape, b->shape, sizeof(int64_t) * (size_t)b->ndim);
             if (!same) {
-                shape_str(s1, sizeof s1, t->ndim, t->shape);
-                shape_str(s2, sizeof s2, b->ndim, b->shape);
+                gr_shape_str(s1, sizeof s1, t->ndim, t->shape);
+                gr_shape_str(s2, sizeof s2, b->ndim, b->shape);
                 int crop = t->ndim == b->ndim && gr_surg_is_vocab_tensor(b->name) &&
                            gr_surg_croppable(b->shape, t->shape, b->ndim) &&
                            gr_src_kind_of(src) != GR_SRC_LORA;
