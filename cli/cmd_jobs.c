@@ -1,5 +1,6 @@
 /* cmd_jobs: graft submit, status, watch, cancel, workers — the job commands
  * that talk to a running broker (DESIGN.md section 6). */
+#include "gr_log.h"
 #include "cli.h"
 #include "gr_err.h"
 #include "gr_jsonb.h"
@@ -33,13 +34,6 @@ const char *jobs_opt(int argc, char **argv, int *i, const char *name, int *missi
         return NULL;
     }
     return argv[++*i];
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ------------------------------------------------------------- submit */
@@ -262,7 +256,7 @@ static void load_status(watcher *W, const gr_json *st)
 
 static void draw(watcher *W, int force)
 {
-    double now = now_s();
+    double now = gr_now_s();
     if (!force && now - W->last_draw < 0.1) return;
     W->last_draw = now;
     for (int i = 0; i < W->drawn; i++) fputs("\033[1A\033[2K", W->out);
@@ -298,7 +292,7 @@ static void plain(watcher *W, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(W->out, "[%7.1fs] ", now_s() - W->t0);
+    fprintf(W->out, "[%7.1fs] ", gr_now_s() - W->t0);
     vfprintf(W->out, fmt, ap);
     fputc('\n', W->out);
     fflush(W->out);
@@ -331,7 +325,7 @@ static void on_event(watcher *W, const gr_json *ev)
         s->done = gr_json_get_num(ev, "done", 0);
         s->total = gr_json_get_num(ev, "total", 0);
         snprintf(s->msg, sizeof s->msg, "%s", gr_json_get_str(ev, "message", ""));
-        double now = now_s();
+        double now = gr_now_s();
         if (!W->tty && now - s->last_line >= PLAIN_PROGRESS_S) {
             s->last_line = now;
             plain(W, "%s: %g/%g %s", sid, s->done, s->total, s->msg);
@@ -354,14 +348,14 @@ static int send_watch(gr_client *c, const char *job, int cmd, gr_json **res, int
 
 int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volatile int *interrupted)
 {
-    watcher W = {.out = out, .tty = isatty(fileno(out)), .t0 = now_s()};
+    watcher W = {.out = out, .tty = isatty(fileno(out)), .t0 = gr_now_s()};
     snprintf(W.job, sizeof W.job, "%s", job);
     gr_json *st = NULL;
     int rc = send_watch(c, job, GR_CMD_WATCH, &st, 0);
     if (rc) return cli_fail(rc);
     load_status(&W, st);
     if (!W.tty) plain(&W, "job %s: %s, %zu stages", job, W.state, W.n);
-    double last_heard = now_s();
+    double last_heard = gr_now_s();
     int result = 0;
     while (!finished(W.state)) {
         if (interrupted && *interrupted) {
@@ -377,13 +371,13 @@ int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volati
         if (r == 0) {
             if (!strcmp(gr_json_get_str(ev, "job", ""), job)) {
                 on_event(&W, ev);
-                last_heard = now_s();
+                last_heard = gr_now_s();
             }
             gr_json_free(ev);
             continue;
         }
         if (W.tty) draw(&W, 0);
-        if ((now_s() - last_heard) * 1000 < WATCH_SILENCE_MS) continue;
+        if ((gr_now_s() - last_heard) * 1000 < WATCH_SILENCE_MS) continue;
         /* quiet: the job may be waiting, or the broker restarted and forgot
          * this watcher; asking again covers both */
         gr_json *fresh = NULL, *u = NULL;
@@ -400,7 +394,7 @@ int jobs_watch(gr_client *c, const char *job, FILE *out, gr_json **final, volati
             result = cli_fail(gr_errcode());
             break;
         }
-        last_heard = now_s();
+        last_heard = gr_now_s();
     }
     if (!result) {
         /* the final status, so callers print what STATUS would */

@@ -1,6 +1,7 @@
 /* cmd_top: graft top — a dashboard that reads Redis directly (not through the
  * broker), as schemas/redis-keys.md documents the keys: full-screen refresh
  * on a terminal, plain text with --once, JSON with --json. */
+#include "gr_log.h"
 #include "cli.h"
 #include "gr_client.h"
 #include "gr_dash.h"
@@ -84,13 +85,6 @@ static void install_handlers(void)
     signal(SIGPIPE, SIG_IGN); /* a closed pipe shows as a write error */
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Terminal columns and rows (plain output: $COLUMNS or TOP_PLAIN_WIDTH). */
 static void term_size(int fd, int *cols, int *rows)
 {
@@ -123,9 +117,9 @@ static int write_all(int fd, const char *p, size_t n)
  * when the user asked to quit. */
 static int wait_or_key(double s, int keys)
 {
-    double end = now_s() + s;
+    double end = gr_now_s() + s;
     while (!g_quit) {
-        double left = end - now_s();
+        double left = end - gr_now_s();
         if (left <= 0) return 0;
         struct pollfd pf = {.fd = STDIN_FILENO, .events = POLLIN};
         int ms = (int)(left * 1000) + 1;
@@ -307,7 +301,7 @@ int cmd_top(int argc, char **argv)
     int full = !json && isatty(STDOUT_FILENO);
     if (full) screen_enter(&sc);
     while (!g_quit) {
-        double t0 = now_s();
+        double t0 = gr_now_s();
         g_resized = 0;
         int rc = gr_dash_sample(d, &s);
         if (full) {
@@ -326,7 +320,7 @@ int cmd_top(int argc, char **argv)
         else if (print_sample(s, json, 1))
             break; /* the reader went away */
         gr_dash_snap_free(&s);
-        double left = interval - (now_s() - t0);
+        double left = interval - (gr_now_s() - t0);
         if (wait_or_key(left > 0 ? left : 0, full && sc.tio_saved)) break;
     }
     screen_leave(&sc);

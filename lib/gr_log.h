@@ -11,6 +11,9 @@ int gr_log_level(void);
 void gr_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Seconds on the monotonic clock, for durations and rates. */
+double gr_now_s(void);
+
 #define GR_DEBUG(comp, ...) gr_log(GR_LOG_DEBUG, comp, __VA_ARGS__)
 #define GR_INFO(comp, ...)  gr_log(GR_LOG_INFO, comp, __VA_ARGS__)
 #define GR_WARN(comp, ...)  gr_log(GR_LOG_WARN, comp, __VA_ARGS__)

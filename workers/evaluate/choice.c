@@ -1,6 +1,7 @@
 /* evaluate task choice: multiple-choice accuracy of a causal LM. Each choice
  * is scored by the log-probability of its tokens after the context: acc
  * picks the largest sum, acc_norm the largest mean per token. */
+#include "gr_log.h"
 #include "gr_err.h"
 #include "evaluate/gr_evaluate.h"
 #include "gr_forward.h"
@@ -12,13 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int choice_finish(const gr_eval_sums *s, gr_buf *b)
 {
@@ -83,7 +77,7 @@ static int choice_run(gr_op_ctx *ctx)
         goto done;
     }
     uint64_t correct = 0, correct_norm = 0, ntok = 0;
-    const double t0 = now_s();
+    const double t0 = gr_now_s();
     for (uint64_t i = lo; i < hi; i++) {
         if (gr_op_cancelled(ctx)) {
             rc = gr_seterr(GR_ECANCEL, "evaluate: cancelled");
@@ -111,7 +105,7 @@ static int choice_run(gr_op_ctx *ctx)
         gr_op_progress(ctx, (double)(i + 1 - lo), (double)(hi - lo), "choice: %llu/%llu items",
                        (unsigned long long)(i + 1 - lo), (unsigned long long)(hi - lo));
     }
-    const double secs = now_s() - t0;
+    const double secs = gr_now_s() - t0;
     snprintf(settings, sizeof settings,
              "{\"items\":%zu,\"limit\":%lld,\"model_type\":\"%s\",\"vocab\":%d,\"nparams\":%llu}",
              n, (long long)limit, c->model_type, c->vocab, (unsigned long long)gr_model_nparams(m));

@@ -1,6 +1,7 @@
 /* evaluate task perplexity: mean next-token negative log-likelihood of a
  * causal LM over token data cut into windows (gr_tokens), on the fp32
  * forward pass (gr_forward). */
+#include "gr_log.h"
 #include "gr_err.h"
 #include "evaluate/gr_evaluate.h"
 #include "gr_forward.h"
@@ -16,13 +17,6 @@
 #define DEFAULT_MAX_SEQ 1024 /* default seq_len cap for models with long contexts */
 #define DEFAULT_ROWS    2048 /* positions per forward pass when batch is not given */
 #define MAX_BATCH_ROWS  (1 << 20)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Window settings shared by the tasks that read token data. */
 static int window_params(gr_op_ctx *ctx, const gr_model_cfg *c, const char *mpath, int *seq_len,
@@ -119,7 +113,7 @@ static int ppl_run(gr_op_ctx *ctx)
     parts = malloc((whi - wlo + 1) * sizeof *parts);
     if (!ids || !logp || !parts) goto oom;
     uint64_t ntok = 0;
-    const double t0 = now_s();
+    const double t0 = gr_now_s();
     for (uint64_t g = glo; g < ghi; g++) {
         if (gr_op_cancelled(ctx)) {
             rc = gr_seterr(GR_ECANCEL, "evaluate: cancelled");
@@ -142,7 +136,7 @@ static int ppl_run(gr_op_ctx *ctx)
         gr_op_progress(ctx, (double)(gstart[g + 1] - wlo), (double)(whi - wlo),
                        "perplexity: %zu/%zu windows", gstart[g + 1] - wlo, whi - wlo);
     }
-    const double secs = now_s() - t0;
+    const double secs = gr_now_s() - t0;
     double nll = 0;
     for (size_t w = wlo; w < whi; w++) nll += parts[w - wlo]; /* in window order */
     snprintf(settings, sizeof settings,

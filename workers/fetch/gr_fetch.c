@@ -66,20 +66,13 @@ typedef struct fetch {
 
 /* ---- small helpers ---- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Sleeps secs, waking early (GR_ECANCEL) when the task is cancelled. */
 static int nap(fetch *f, double secs)
 {
-    double end = now_s() + secs;
+    double end = gr_now_s() + secs;
     for (;;) {
         if (gr_op_cancelled(f->ctx)) return gr_seterr(GR_ECANCEL, "fetch: cancelled");
-        double left = end - now_s();
+        double left = end - gr_now_s();
         if (left <= 0) return 0;
         double d = left < SLEEP_TICK_S ? left : SLEEP_TICK_S;
         struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};

@@ -258,13 +258,6 @@ done:
     return rc < 0 ? rc : 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int nbody_run(gr_op_ctx *ctx)
 {
     gr_nbody *nb = NULL;
@@ -379,9 +372,9 @@ static int nbody_run(gr_op_ctx *ctx)
                               .ud = &rs};
     rs.total = t_end > 0 ? (int)ceil(t_end / chunk - 1e-9) : (int)chunks;
     gr_nbrl_run_result res;
-    double t0 = now_s();
+    double t0 = gr_now_s();
     rc = gr_nbrl_run(nb, &rc_cfg, &res);
-    double wall = now_s() - t0;
+    double wall = gr_now_s() - t0;
     if (rc) goto done;
     if (gr_op_cancelled(ctx)) {
         rc = gr_seterr(GR_ECANCEL, "nbody: cancelled at t = %g", gr_nbody_time(nb));

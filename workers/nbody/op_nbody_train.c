@@ -2,6 +2,7 @@
  * parameter mu every chunk of random three-body runs. Output tree: the policy
  * artifact (config.json + model.safetensors) and the training curve
  * (training.csv, training.svg); metrics JSON with episodes/s. */
+#include "gr_log.h"
 #include "gr_err.h"
 #include "gr_fs.h"
 #include "gr_nbrl.h"
@@ -53,18 +54,11 @@ typedef struct train_state {
     double t0;
 } train_state;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int on_episode(void *ud, const gr_nbrl_episode *ep)
 {
     train_state *ts = ud;
     ts->log[ep->episode] = *ep;
-    double el = now_s() - ts->t0;
+    double el = gr_now_s() - ts->t0;
     gr_op_progress(ts->ctx, ep->episode + 1, ts->episodes,
                    "episode %d/%d: reward %.1f, |dE/E0| %.2e after %d chunks, mean log10 mu "
                    "%.2f, epsilon %.3f, %.2f episodes/s",
@@ -242,9 +236,9 @@ static int train_run(gr_op_ctx *ctx)
     ts.episodes = c.episodes;
     ts.log = calloc((size_t)c.episodes, sizeof *ts.log);
     if (!ts.log) return gr_seterr(GR_ENOMEM, "nbody-train: out of memory");
-    ts.t0 = now_s();
+    ts.t0 = gr_now_s();
     if ((rc = gr_nbrl_train(&c, on_episode, &ts, &agent))) goto done;
-    double wall = now_s() - ts.t0;
+    double wall = gr_now_s() - ts.t0;
 
     /* summary over the last 100 episodes (or all when fewer) */
     int n = c.episodes, k0 = n > 100 ? n - 100 : 0, nt = n - k0;

@@ -1,5 +1,6 @@
 /* sleep: a test op that waits a number of seconds, reporting progress and
  * stopping early when cancelled (long stages, heartbeats, timeouts). */
+#include "gr_log.h"
 #include "gr_op.h"
 #include "gr_err.h"
 
@@ -16,13 +17,6 @@ static const gr_param sleep_params[] = {
     {NULL, 0, 0, NULL},
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int sleep_run(gr_op_ctx *ctx)
 {
     double secs;
@@ -30,8 +24,8 @@ static int sleep_run(gr_op_ctx *ctx)
     if (rc) return rc;
     if (!(secs >= 0 && secs <= 86400))
         return gr_seterr(GR_EINVAL, "sleep: parameter 'seconds' = %g: must be in [0, 86400]", secs);
-    double t0 = now_s(), el = 0;
-    while ((el = now_s() - t0) < secs) {
+    double t0 = gr_now_s(), el = 0;
+    while ((el = gr_now_s() - t0) < secs) {
         if (gr_op_cancelled(ctx))
             return gr_seterr(GR_ECANCEL, "sleep: cancelled after %.2f of %.2f s", el, secs);
         gr_op_progress(ctx, el, secs, "slept %.1f of %.1f s", el, secs);

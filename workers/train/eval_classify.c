@@ -2,6 +2,7 @@
  * classifier (made by train, merge, apply, ...) on a split of a CSV data set
  * with a transform. Shardable over rows: sums correct/loss/n, per-row losses
  * as parts, so joined shards equal an unsharded run bit for bit. */
+#include "gr_log.h"
 #include "evaluate/gr_evaluate.h"
 #include "gr_err.h"
 #include "gr_mlp.h"
@@ -17,13 +18,6 @@
 #define CHUNK 256 /* rows per forward pass (see classify_run) */
 
 extern const gr_eval_task gr_eval_task_classify; /* registered in evaluate.c's task table */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int classify_finish(const gr_eval_sums *s, gr_buf *b)
 {
@@ -53,7 +47,7 @@ static int classify_run(gr_op_ctx *ctx)
         (rc = gr_eval_shard(ctx, &si, &sn)))
         return rc;
     if (limit < 0) return gr_seterr(GR_EINVAL, "evaluate: limit must be >= 0");
-    const double t0 = now_s();
+    const double t0 = gr_now_s();
     if (!(m = gr_mlp_load(mpath))) return gr_adderr(gr_errcode(), "evaluate: parameter 'model'");
     if ((rc = gr_taskdata_load(ctx, "evaluate", GR_SPLIT_TEST, &td, &d))) goto done;
     const int L = gr_mlp_nlayers(m);
@@ -120,7 +114,7 @@ static int classify_run(gr_op_ctx *ctx)
         rc = gr_seterr(GR_ENOMEM, "out of memory");
         goto done;
     }
-    const double secs = now_s() - t0;
+    const double secs = gr_now_s() - t0;
     snprintf(timing, sizeof timing, "\"rows_per_s\":%.6g", secs > 0 ? (double)cnt / secs : 0.0);
     gr_eval_result r = {
         .task = &gr_eval_task_classify,

@@ -2,6 +2,7 @@
  * one given by `init`) and writes it as a checkpoint the surgery ops accept:
  * model.safetensors (layers.L.weight [out, in], layers.L.bias) + config.json
  * (model_type graft-mlp), plus the training curve train.csv. */
+#include "gr_log.h"
 #include "gr_err.h"
 #include "gr_fs.h"
 #include "gr_mlp.h"
@@ -61,13 +62,6 @@ static int on_epoch(void *ud, int e, double loss, double acc)
                    loss, acc);
     if (gr_op_cancelled(p->ctx)) return gr_seterr(GR_ECANCEL, "train: cancelled in epoch %d", e);
     return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Reads `layers` (a number or a list of integers) into sizes[1..]; returns
@@ -250,9 +244,9 @@ static int train_run(gr_op_ctx *ctx)
                            .seed = (uint64_t)seed,
                            .epoch_cb = on_epoch,
                            .ud = &pr};
-    const double t0 = now_s();
+    const double t0 = gr_now_s();
     if ((rc = gr_mlp_train(m, gr_dataset_x(d), gr_dataset_y(d), gr_dataset_rows(d), &o))) goto done;
-    const double secs = now_s() - t0;
+    const double secs = gr_now_s() - t0;
 
     /* final accuracy on the rows trained on, and on the other part */
     double *loss = malloc(gr_dataset_rows(d) * sizeof *loss);
