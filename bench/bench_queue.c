@@ -119,6 +119,22 @@ static long rss_kb(pid_t pid)
     return kb;
 }
 
+/* CPU time (user + system) of a process so far, in microseconds */
+static double cpu_us(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -356,6 +372,8 @@ int main(int argc, char **argv)
     long rss[64];
     double best = 0, first_rate = 0;
     int jobs_run = 0;
+    double cpu0[3] = {cpu_us(R.pid), cpu_us(bpid), cpu_us(getpid())};
+    int64_t wall0 = th_now_ms();
     for (int j = 0; j < njobs && j < 64; j++) {
         for (int i = 0; i < nworkers; i++) ws[i].first_us = ws[i].last_us = 0;
         int64_t t0 = th_now_ms();
@@ -388,6 +406,16 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     (void)first_rate;
+    if (jobs_run) {
+        /* where the machine's CPU went (submission included): the budget of a
+         * stage is cores / rate */
+        double st = (double)jobs_run * nstages, wall = (double)(th_now_ms() - wall0) * 1e3;
+        double r = (cpu_us(R.pid) - cpu0[0]) / st, b = (cpu_us(bpid) - cpu0[1]) / st,
+               w = (cpu_us(getpid()) - cpu0[2]) / st;
+        printf("  CPU per stage: redis-server %.0f us, broker %.0f us, bench workers+client %.0f "
+               "us; %.2f of %ld cores busy\n",
+               r, b, w, (r + b + w) * st / wall, sysconf(_SC_NPROCESSORS_ONLN));
+    }
     {
         /* how long Redis spends inside the broker's scripts */
         redisReply *st = th_redis_cmd(&R, "INFO commandstats");
@@ -411,6 +439,18 @@ int main(int argc, char **argv)
             if (colon && strncmp(q, "cmdstat_evalsha:", 16) &&
                 sscanf(colon, ":calls=%lld", &c) == 1)
                 ncmd += c;
+        }
+        if (getenv("GRAFT_BENCH_PROFILE") && st && st->type == REDIS_REPLY_STRING) {
+            /* per command: calls and Redis time per stage */
+            for (const char *q = st->str; (q = strstr(q, "cmdstat_")) != NULL; q++) {
+                char name[64];
+                long long c = 0;
+                double us = 0;
+                if (sscanf(q, "cmdstat_%63[^:]:calls=%lld,usec=%lf", name, &c, &us) == 3)
+                    printf("  profile: %-12s %6.2f calls, %6.1f us per stage\n", name,
+                           (double)c / ((double)jobs_run * nstages),
+                           us / ((double)jobs_run * nstages));
+            }
         }
         if (ncmd)
             printf("  redis commands run: %.1f per stage (all commands but EVALSHA, bench's "

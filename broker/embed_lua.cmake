@@ -1,5 +1,6 @@
 # Writes OUT: a C file with every schemas/lua/*.lua script (except
-# common.lua, which is prepended to each) as a string, indexed by the enum in
+# common.lua, which is prepended to each; the script itself runs as a
+# function, followed by common.lua's flush_counts()) as a string, indexed by the enum in
 # broker/gr_lua.h. Run as: cmake -DDIR=<lua dir> -DOUT=<file.c> -P embed_lua.cmake
 cmake_policy(SET CMP0054 NEW)
 file(READ ${DIR}/common.lua common_text)
@@ -13,7 +14,9 @@ foreach(f ${scripts})
   endif()
   string(TOUPPER ${name} upper)
   file(READ ${f} body)
-  set(body "${common_text}\n-- ---- ${name}.lua ----\n${body}")
+  # the script runs as a function so that the counts it gathered are
+  # applied however it returns (common.lua, flush_counts)
+  set(body "${common_text}\n-- ---- ${name}.lua ----\nlocal function script_main()\n${body}\nend\nlocal script_result = script_main()\nflush_counts()\nreturn script_result\n")
   string(REPLACE "\\" "\\\\" body "${body}")
   string(REPLACE "\"" "\\\"" body "${body}")
   string(REPLACE "\n" "\\n\"\n    \"" body "${body}")

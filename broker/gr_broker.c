@@ -114,6 +114,9 @@ struct gr_broker {
     uint64_t epoch_seen;
     uint64_t rng;
     int64_t lease_ms;
+    /* periodic scripts still owed a reply: not queued again meanwhile (a
+     * slow Redis must not pile them up) */
+    int tick_busy, recover_busy, prune_busy;
 };
 
 static int64_t mono_ms(void)
@@ -1613,6 +1616,7 @@ static void on_tick(void *ud, redisReply *r)
 {
     cbctx *c = ud;
     gr_broker *b = c->b;
+    b->tick_busy = 0;
     if (r && r->type == REDIS_REPLY_ARRAY) {
         const redisReply *acts = rel(r, 0);
         for (size_t i = 0; is_arr(acts) && i < acts->elements; i++) {
@@ -1645,6 +1649,7 @@ static void on_tick(void *ud, redisReply *r)
 static void on_recover(void *ud, redisReply *r)
 {
     cbctx *c = ud;
+    if (!c->i1) c->b->recover_busy = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements) {
         if (!c->i1) GR_INFO(LOG, "resolving %zu stage(s) left waiting", r->elements);
         /* a full batch: there may be more, fetch them once these are done */
@@ -1657,7 +1662,10 @@ static void on_recover(void *ud, redisReply *r)
 static void recover(gr_broker *b, int chain)
 {
     cbctx *c = ctx_new(b, NULL);
-    if (!c) return;
+    if (!c) {
+        if (!chain) b->recover_busy = 0;
+        return;
+    }
     c->i1 = chain;
     gr_rargs a = {0};
     script_args(b, &a);
@@ -1670,6 +1678,13 @@ static void on_ignore(void *ud, redisReply *r)
     cbctx *c = ud;
     if (r && r->type == REDIS_REPLY_ERROR) GR_WARN(LOG, "%s", r->str);
     ctx_free(c);
+}
+
+static void on_pruned(void *ud, redisReply *r)
+{
+    cbctx *c = ud;
+    c->b->prune_busy = 0;
+    on_ignore(ud, r);
 }
 
 static void on_watch(void *ud, redisReply *r)
@@ -1782,13 +1797,18 @@ static void timers(gr_broker *b)
         }
     }
     if (!up) return;
-    if (now >= b->next_tick) {
+    if (now >= b->next_tick && !b->tick_busy) {
         b->next_tick = now + TICK_MS;
+        cbctx *c = ctx_new(b, NULL);
+        b->tick_busy = c != NULL;
         gr_rargs a = {0};
         script_args(b, &a);
         gr_rargs_str(&a, now >= b->grace_until ? "1" : "0");
         gr_rargs_int(&a, TICK_LIMIT);
-        run_script(b, GR_LUA_TICK, &a, on_tick, ctx_new(b, NULL));
+        if (c)
+            run_script(b, GR_LUA_TICK, &a, on_tick, c);
+        else
+            gr_rargs_reset(&a);
     }
     if (now >= b->next_watch) {
         b->next_watch = now + WATCH_MS;
@@ -1813,7 +1833,10 @@ static void timers(gr_broker *b)
     if (now >= b->next_second) {
         b->next_second = now + SECOND_MS;
         op_hint_all(b);
-        recover(b, 0);
+        if (!b->recover_busy) {
+            b->recover_busy = 1;
+            recover(b, 0);
+        }
         /* wire counters for dashboards */
         gr_buf key = {0};
         gr_buf_printf(&key, "%smetrics", b->prefix);
@@ -1840,14 +1863,19 @@ static void timers(gr_broker *b)
         gr_rconn_cmd(b->rc, on_ignore, ctx_new(b, NULL), 20, argv, lens);
         gr_buf_free(&key);
     }
-    if (now >= b->next_prune) {
+    if (now >= b->next_prune && !b->prune_busy) {
         /* a minute, or half the retention when that is shorter */
         int64_t half = b->o.retention_s * 500;
         b->next_prune = now + (half < PRUNE_MS ? (half < 500 ? 500 : half) : PRUNE_MS);
         gr_rargs a = {0};
         script_args(b, &a);
         gr_rargs_int(&a, PRUNE_LIMIT);
-        run_script(b, GR_LUA_PRUNE, &a, on_ignore, ctx_new(b, NULL));
+        cbctx *c = ctx_new(b, NULL);
+        b->prune_busy = c != NULL;
+        if (c)
+            run_script(b, GR_LUA_PRUNE, &a, on_pruned, c);
+        else
+            gr_rargs_reset(&a);
     }
 }
 
@@ -1910,8 +1938,11 @@ int gr_broker_run(gr_broker *b, volatile sig_atomic_t *stop)
         long timeout = (long)(next - now);
         if (timeout < 0) timeout = 0;
         if (timeout > 100) timeout = 100;
-        zmq_pollitem_t it = {b->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, timeout) < 0) {
+        /* Redis replies are handled as they come, so the broker takes the
+         * next messages while Redis runs the scripts of the last ones */
+        zmq_pollitem_t it[2] = {{b->sock, 0, ZMQ_POLLIN, 0}, {NULL, gr_rconn_fd(b->rc), 0, 0}};
+        it[1].events = (short)(ZMQ_POLLIN | (gr_rconn_want_write(b->rc) ? ZMQ_POLLOUT : 0));
+        if (zmq_poll(it, it[1].fd >= 0 ? 2 : 1, timeout) < 0) {
             if (zmq_errno() == EINTR) continue;
             rc = gr_seterr(GR_EIO, "zmq poll: %s", zmq_strerror(zmq_errno()));
             break;
@@ -1929,10 +1960,10 @@ int gr_broker_run(gr_broker *b, volatile sig_atomic_t *stop)
             }
             handle(b, &m);
         }
+        gr_rconn_pump(b->rc);
         timers(b);
-        gr_rconn_flush(b->rc);
         dispatch_idle(b);
-        gr_rconn_flush(b->rc);
+        gr_rconn_pump(b->rc);
     }
 out:
     gr_wire_msg_clear(&m);

@@ -1,11 +1,15 @@
-/* gr_rconn: pipelined Redis commands with callbacks over one synchronous
- * hiredis context, script loading, reconnect with backoff. */
+/* gr_rconn: pipelined Redis commands with callbacks over one hiredis
+ * context whose socket is non-blocking once connected (the broker's event
+ * loop polls it beside its ZeroMQ socket), script loading, reconnect with
+ * backoff. */
 #include "gr_rconn.h"
 #include "gr_err.h"
 #include "gr_log.h"
 #include "gr_lua.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +43,9 @@ struct gr_rconn {
     char sha[GR_LUA_COUNT][41];
     pending *q;
     size_t qhead, qlen, qcap; /* ring of commands sent and not yet answered */
-    int in_flush;
+    int in_pump;
+    int wpending;         /* bytes queued that the socket has not taken yet */
+    int64_t last_read_ms; /* last reply bytes (or first command after idle) */
 };
 
 static int64_t mono_ms(void)
@@ -157,6 +163,20 @@ void gr_rconn_destroy(gr_rconn **pc)
     *pc = NULL;
 }
 
+/* The socket is blocking while connecting and for gr_rconn_call, and
+ * non-blocking for the pipeline (hiredis then returns instead of waiting). */
+static int set_blocking(gr_rconn *c, int on)
+{
+    int fl = fcntl(c->ctx->fd, F_GETFL);
+    if (fl < 0 || fcntl(c->ctx->fd, F_SETFL, on ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) < 0)
+        return gr_seterr(GR_ENET, "redis %s: fcntl: %s", c->url, strerror(errno));
+    if (on)
+        c->ctx->flags |= REDIS_BLOCK;
+    else
+        c->ctx->flags &= ~REDIS_BLOCK;
+    return 0;
+}
+
 static redisReply *sync_cmd(gr_rconn *c, int argc, const char **argv, const size_t *lens)
 {
     redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
@@ -215,7 +235,8 @@ static int connect_now(gr_rconn *c)
         freeReplyObject(r);
         if (bad) return gr_seterr(GR_EINVAL, "redis %s: cannot select database %d", c->url, c->db);
     }
-    return load_scripts(c);
+    int rc = load_scripts(c);
+    return rc ? rc : set_blocking(c, 0);
 }
 
 int gr_rconn_ensure(gr_rconn *c)
@@ -288,6 +309,8 @@ int gr_rconn_cmd(gr_rconn *c, gr_rconn_cb cb, void *ud, int argc, const char **a
         mark_down(c, "cannot queue a command");
         return 0;
     }
+    if (!c->qlen) c->last_read_ms = mono_ms(); /* the reply clock starts now */
+    c->wpending = 1;
     if (push_pending(c, (pending){cb, ud, cmd, len, 0})) {
         /* the command is on its way but nobody waits for its reply: drop the
          * connection so replies cannot go to the wrong callbacks */
@@ -336,53 +359,113 @@ int gr_rconn_script(gr_rconn *c, int script, gr_rconn_cb cb, void *ud, int argc,
     return rc;
 }
 
-void gr_rconn_flush(gr_rconn *c)
+/* One reply for the oldest command: its callback, or (NOSCRIPT after the
+ * script cache was flushed) the scripts queued again and then the command.
+ * Returns 0, or -1 when the connection went down. */
+static int handle_reply(gr_rconn *c, redisReply *r)
 {
-    if (c->in_flush) return; /* a callback's commands are read by the outer loop */
-    c->in_flush = 1;
-    while (c->qlen && c->ctx) {
+    pending p = c->q[c->qhead];
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+    if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) && !p.resent) {
+        /* Redis runs one connection's commands in order */
+        freeReplyObject(r);
+        int bad = 0;
+        for (int i = 0; i < GR_LUA_COUNT && !bad; i++) {
+            const char *argv[3] = {"SCRIPT", "LOAD", gr_lua_src[i]};
+            size_t lens[3] = {6, 4, strlen(gr_lua_src[i])};
+            bad = gr_rconn_cmd(c, NULL, NULL, 3, argv, lens) != 0 || !c->ctx;
+        }
+        if (bad || redisAppendFormattedCommand(c->ctx, p.cmd, (size_t)p.len) != REDIS_OK) {
+            free(p.cmd);
+            if (p.cb) p.cb(p.ud, NULL);
+            if (c->ctx) mark_down(c, "cannot reload scripts");
+            return -1;
+        }
+        p.resent = 1;
+        c->wpending = 1;
+        if (push_pending(c, p)) {
+            free(p.cmd);
+            if (p.cb) p.cb(p.ud, NULL);
+            mark_down(c, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        GR_DEBUG("broker", "redis error reply: %.*s", (int)r->len, r->str);
+    free(p.cmd);
+    if (p.cb) p.cb(p.ud, r);
+    freeReplyObject(r);
+    return 0;
+}
+
+int gr_rconn_fd(const gr_rconn *c)
+{
+    return c->ctx ? c->ctx->fd : -1;
+}
+
+int gr_rconn_want_write(const gr_rconn *c)
+{
+    return c->ctx && c->wpending;
+}
+
+static void write_some(gr_rconn *c)
+{
+    int done = 0;
+    if (c->ctx && c->wpending) {
+        if (redisBufferWrite(c->ctx, &done) != REDIS_OK)
+            mark_down(c, c->ctx->errstr[0] ? c->ctx->errstr : "write failed");
+        else
+            c->wpending = !done;
+    }
+}
+
+void gr_rconn_pump(gr_rconn *c)
+{
+    if (c->in_pump || !c->ctx) return; /* a callback's commands go out below */
+    c->in_pump = 1;
+    write_some(c);
+    int got = 0;
+    while (c->ctx && c->qlen) {
         void *rv = NULL;
-        if (redisGetReply(c->ctx, &rv) != REDIS_OK || !rv) {
-            mark_down(c, c->ctx && c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
+        if (redisGetReplyFromReader(c->ctx, &rv) != REDIS_OK) {
+            mark_down(c, c->ctx->errstr[0] ? c->ctx->errstr : "bad reply");
             break;
         }
-        redisReply *r = rv;
-        pending p = c->q[c->qhead];
-        c->qhead = (c->qhead + 1) % c->qcap;
-        c->qlen--;
-        if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) && !p.resent) {
-            /* the script cache was flushed: queue the scripts again, then the
-             * command (Redis runs one connection's commands in order) */
-            freeReplyObject(r);
-            int bad = 0;
-            for (int i = 0; i < GR_LUA_COUNT && !bad; i++) {
-                const char *argv[3] = {"SCRIPT", "LOAD", gr_lua_src[i]};
-                size_t lens[3] = {6, 4, strlen(gr_lua_src[i])};
-                bad = gr_rconn_cmd(c, NULL, NULL, 3, argv, lens) != 0 || !c->ctx;
-            }
-            if (bad || redisAppendFormattedCommand(c->ctx, p.cmd, (size_t)p.len) != REDIS_OK) {
-                free(p.cmd);
-                if (p.cb) p.cb(p.ud, NULL);
-                if (c->ctx) mark_down(c, "cannot reload scripts");
-                break;
-            }
-            p.resent = 1;
-            if (push_pending(c, p)) {
-                free(p.cmd);
-                if (p.cb) p.cb(p.ud, NULL);
-                mark_down(c, "out of memory");
+        if (!rv) {
+            if (got) break; /* read once a pump: the socket was drained */
+            got = 1;
+            if (redisBufferRead(c->ctx) != REDIS_OK) { /* EAGAIN is not an error */
+                mark_down(c, c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
                 break;
             }
             continue;
         }
-        if (r->type == REDIS_REPLY_ERROR)
-            GR_DEBUG("broker", "redis error reply: %.*s", (int)r->len, r->str);
-        free(p.cmd);
-        if (p.cb) p.cb(p.ud, r);
-        freeReplyObject(r);
+        c->last_read_ms = mono_ms();
+        if (handle_reply(c, rv)) break;
+        write_some(c); /* what the callback queued */
+    }
+    if (c->ctx && c->qlen && mono_ms() - c->last_read_ms > c->timeout_ms)
+        mark_down(c, "no reply within the timeout");
+    if (!c->ctx) fail_pending(c);
+    c->in_pump = 0;
+}
+
+void gr_rconn_flush(gr_rconn *c)
+{
+    if (c->in_pump) return; /* a callback's commands are read by the outer loop */
+    while (c->ctx && c->qlen) {
+        gr_rconn_pump(c);
+        if (!c->ctx || !c->qlen) break;
+        struct pollfd pf = {c->ctx->fd, (short)(POLLIN | (c->wpending ? POLLOUT : 0)), 0};
+        int wait = (int)(c->timeout_ms - (mono_ms() - c->last_read_ms));
+        if (poll(&pf, 1, wait > 0 ? (wait < 100 ? wait : 100) : 0) < 0 && errno != EINTR) {
+            mark_down(c, strerror(errno));
+            break;
+        }
     }
     if (!c->ctx) fail_pending(c);
-    c->in_flush = 0;
 }
 
 redisReply *gr_rconn_call(gr_rconn *c, int argc, const char **argv, const size_t *lens)
@@ -396,8 +479,12 @@ redisReply *gr_rconn_call(gr_rconn *c, int argc, const char **argv, const size_t
         gr_seterr(GR_ENET, "redis %s is not reachable", c->url);
         return NULL;
     }
-    redisReply *r = sync_cmd(c, argc, argv, lens);
-    if (!r) mark_down(c, gr_errmsg());
+    redisReply *r = set_blocking(c, 1) ? NULL : sync_cmd(c, argc, argv, lens);
+    if (!r || set_blocking(c, 0)) {
+        if (r) freeReplyObject(r);
+        r = NULL;
+        mark_down(c, gr_errmsg());
+    }
     return r;
 }
 

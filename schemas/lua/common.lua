@@ -42,8 +42,37 @@ local function split_lease(m)
   return jid, string.sub(m, #jid + 2, #m - #att - 1), tonumber(att)
 end
 
+-- Counter increments (job state counts, metrics) are gathered while the
+-- script runs and applied once per key and field: by flush_counts(), which
+-- runs when the script ends (the build wraps every script, see
+-- broker/embed_lua.cmake) and before anything reads the counters. A batch of
+-- 1000 stages of one job moved from blocked to ready costs 2 HINCRBYs, not
+-- 2000, and a worker's DONE plus its next lease from the same job leaves
+-- n_running as it is without a command. Scripts are atomic: no reader sees
+-- the counts before they are applied.
+local count_keys, count_vals = {}, {}
+
+local function incr(key, field, n)
+  local t = count_vals[key]
+  if not t then
+    t = {}
+    count_vals[key] = t
+    count_keys[#count_keys + 1] = key
+  end
+  t[field] = (t[field] or 0) + n
+end
+
+local function flush_counts()
+  for _, key in ipairs(count_keys) do
+    for field, n in pairs(count_vals[key]) do
+      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+    end
+  end
+  count_keys, count_vals = {}, {}
+end
+
 local function metric(name, n)
-  redis.call('HINCRBY', P .. 'metrics', name, n or 1)
+  incr(P .. 'metrics', name, n or 1)
 end
 
 -- cmd (RPUSH, SADD, ...) key with every item of list as arguments, 1000 a
@@ -64,23 +93,8 @@ end
 -- job's `updated` is the time of its last event, see status.lua)
 local function count_state(jid, old, new)
   local jk = jkey(jid)
-  if old then redis.call('HINCRBY', jk, 'n_' .. old, -1) end
-  redis.call('HINCRBY', jk, 'n_' .. new, 1)
-end
-
--- A script that ends a running attempt and then leases the same worker its
--- next stage may defer the job's n_running decrement: owed_running names the
--- job that owes it. A lease from that job settles the debt (n_running -1 +1
--- is no change, so neither HINCRBY is sent); the script pays what is still
--- owed with settle_running() before it returns. Scripts are atomic, so no
--- reader sees the deferred count.
-local owed_running = nil
-
-local function settle_running()
-  if owed_running then
-    redis.call('HINCRBY', jkey(owed_running), 'n_running', -1)
-    owed_running = nil
-  end
+  if old then incr(jk, 'n_' .. old, -1) end
+  incr(jk, 'n_' .. new, 1)
 end
 
 local function set_state(jid, sid, old, new)
@@ -90,31 +104,54 @@ end
 
 -- queues a ready stage: score = now - priority * PRIO_SCALE (stage + job
 -- priority, clamped); prio may be given to save the lookups; stamped: the
--- caller has written the stage's ready_us (NOW_US) with its other fields
-local function enqueue(jid, sid, op, prio, stamped)
+-- caller has written the stage's ready_us (NOW_US) with its other fields;
+-- batch: a table op -> {score, member, ...} that the caller adds with
+-- add_batched (one ZADD per op) instead of a ZADD now
+local function enqueue(jid, sid, op, prio, stamped, batch)
   if not prio then
     prio = tonumber(redis.call('HGET', skey(jid, sid), 'priority') or '0') +
            tonumber(redis.call('HGET', jkey(jid), 'priority') or '0')
   end
   if prio > PRIO_MAX then prio = PRIO_MAX elseif prio < -PRIO_MAX then prio = -PRIO_MAX end
-  redis.call('ZADD', P .. 'ready:' .. op, n2s(NOW - prio * PRIO_SCALE), jid .. ':' .. sid)
+  local score = n2s(NOW - prio * PRIO_SCALE)
+  if batch then
+    local t = batch[op]
+    if not t then
+      t = {}
+      batch[op] = t
+    end
+    t[#t + 1] = score
+    t[#t + 1] = jid .. ':' .. sid
+  else
+    redis.call('ZADD', P .. 'ready:' .. op, score, jid .. ':' .. sid)
+  end
   if not stamped then redis.call('HSET', skey(jid, sid), 'ready_us', NOW_US) end
+end
+
+local function add_batched(batch)
+  for op, pairs_ in pairs(batch) do call_many('ZADD', P .. 'ready:' .. op, pairs_) end
 end
 
 -- When every stage has reached a final state: the job's final state, its
 -- retention and its removal from the active set. Returns the final state or
 -- false.
+local FINAL_COUNTS = {'n_done', 'n_cached', 'n_failed', 'n_cancelled', 'n_skipped'}
 local function maybe_finish(jid)
   local jk = jkey(jid)
   local v = redis.call('HMGET', jk, 'nstages', 'n_done', 'n_cached', 'n_failed', 'n_cancelled',
                        'n_skipped', 'finished', 'cancel_requested')
   if not v[1] or v[7] then return false end
+  -- the stored counts plus what this script has yet to apply
+  local owed = count_vals[jk] or {}
   local fin = 0
-  for i = 2, 6 do fin = fin + tonumber(v[i] or '0') end
+  for i = 2, 6 do
+    v[i] = tonumber(v[i] or '0') + (owed[FINAL_COUNTS[i - 1]] or 0)
+    fin = fin + v[i]
+  end
   if fin < tonumber(v[1]) then return false end
   local final = 'done'
   if v[8] == '1' then final = 'cancelled'
-  elseif tonumber(v[4] or '0') > 0 or tonumber(v[6] or '0') > 0 then final = 'failed' end
+  elseif v[4] > 0 or v[6] > 0 then final = 'failed' end
   redis.call('HSET', jk, 'state', final, 'finished', n2s(NOW), 'updated', n2s(NOW))
   redis.call('SREM', P .. 'active', jid)
   redis.call('ZADD', P .. 'finished', n2s(NOW), jid)
@@ -279,12 +316,7 @@ local function dispatch_one(wid, ops, lease_ms)
       local attempt = tonumber(v[7] or '0') + 1
       local deadline = NOW + lease_ms
       local timeout = tonumber(v[4] or '0')
-      if owed_running == jid then
-        redis.call('HINCRBY', jk, 'n_ready', -1)
-        owed_running = nil
-      else
-        count_state(jid, 'ready', 'running')
-      end
+      count_state(jid, 'ready', 'running')
       local f = {'state', 'running', 'attempt', attempt, 'worker', wid, 'deadline', n2s(deadline),
                  'p_done', '0', 'p_total', '0', 'p_msg', '', 'attempt_started', n2s(NOW)}
       if not v[6] then

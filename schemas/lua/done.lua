@@ -19,9 +19,7 @@ if v[1] == 'running' and tonumber(v[2]) == attempt then
   status = 'ok'
   redis.call('ZREM', P .. 'leases', m .. ':' .. attempt)
   if tonumber(v[5] or '0') > 0 then redis.call('ZREM', P .. 'timeouts', m .. ':' .. attempt) end
-  -- n_running -1 is owed until the next lease (see settle_running)
-  redis.call('HINCRBY', jkey(jid), 'n_done', 1)
-  owed_running = jid
+  count_state(jid, 'running', 'done')
   redis.call('HSET', k, 'state', 'done', 'outputs', outputs, 'metrics', metrics,
              'finished', n2s(NOW), 'elapsed_ms', elapsed)
   if v[6] then redis.call('HDEL', k, 'error') end
@@ -41,7 +39,6 @@ else
 end
 local nxt = false
 if #ops > 0 then nxt = dispatch_one(wid, ops, lease_ms) end
-settle_running()
 if not nxt and wid ~= '' then
   if status == 'ok' and v[4] == wid then
     redis.call('HSET', P .. 'worker:' .. wid, 'task', '', 'attempt', '0', 'state', 'idle')

@@ -13,6 +13,7 @@
 local trust = ARGV[A] == '1'
 local out, verify, ops, finals = {}, {}, {}, {}
 local jobs = {} -- jid -> {cancel_requested, priority}: read once per call
+local resolved, queued = {}, {} -- leave the `resolve` set / enter ready:<op>: one command each
 local i = A + 1
 while i + 6 <= #ARGV do
   local jid, sid, rp, inputs, memo, mode, detail =
@@ -45,7 +46,7 @@ while i + 6 <= #ARGV do
       if mode == 'miss' and memo ~= '' then redis.call('DEL', mk) end
       state = 'ready'
     end
-    if state then redis.call('SREM', P .. 'resolve', m) end
+    if state then resolved[#resolved + 1] = m end
     local f = {'state', state}
     if rp ~= '' then
       f[#f + 1] = 'rparams'
@@ -70,7 +71,7 @@ while i + 6 <= #ARGV do
       f[#f + 1] = 'ready_us'
       f[#f + 1] = NOW_US
       redis.call('HSET', k, unpack(f))
-      enqueue(jid, sid, v[3], tonumber(v[4] or '0') + tonumber(job[2] or '0'), true)
+      enqueue(jid, sid, v[3], tonumber(v[4] or '0') + tonumber(job[2] or '0'), true, queued)
       ops[#ops + 1] = v[3]
       event(jid, 'type', 'stage', 'stage', sid, 'state', 'ready')
     elseif state == 'failed' then
@@ -93,4 +94,6 @@ while i + 6 <= #ARGV do
     end
   end
 end
+call_many('SREM', P .. 'resolve', resolved)
+add_batched(queued)
 return {out, verify, ops, finals}

@@ -2,9 +2,13 @@
  * redis-server — a worker that dies mid-stage (lease lapses, requeue, its
  * late DONE ignored), per-stage timeouts, cancellation reaching a running
  * stage, a broker restart with re-adoption of a running attempt, garbage on
- * the port, Redis restarting mid-job (AOF), and retention. */
+ * the port, Redis restarting mid-job (AOF), Redis hanging (SIGSTOP) under
+ * the broker's non-blocking connection, and retention. */
 #include "gr_test.h"
 #include "test_broker_util.h"
+#include "gr_rconn.h"
+
+#include <poll.h>
 
 static th_redis R;
 static th_broker B;
@@ -321,6 +325,70 @@ static void test_redis_restart(void)
     th_close(&cl);
 }
 
+typedef struct rcnt {
+    int calls, nulls, oks;
+    gr_rconn *c;
+    int chain; /* commands to queue from inside the callback */
+} rcnt;
+
+static void on_reply(void *ud, redisReply *r)
+{
+    rcnt *n = ud;
+    n->calls++;
+    if (!r)
+        n->nulls++;
+    else if (r->type != REDIS_REPLY_ERROR)
+        n->oks++;
+    if (r && n->chain > 0) { /* queued from a callback: sent by the same pump */
+        n->chain--;
+        const char *argv[1] = {"PING"};
+        size_t lens[1] = {4};
+        gr_rconn_cmd(n->c, on_reply, n, 1, argv, lens);
+    }
+}
+
+/* The connection the broker polls: replies come back without blocking, in
+ * order, including commands queued by callbacks; a Redis that stops answering
+ * (SIGSTOP) is given up after the timeout, its callbacks get NULL, and the
+ * connection comes back once Redis runs again. */
+static void test_redis_hung(void)
+{
+    gr_rconn *c = gr_rconn_new(R.url, 400);
+    CHECK(c && gr_rconn_ensure(c) == 1);
+    if (!c) return;
+    rcnt n = {.c = c, .chain = 50};
+    const char *argv[1] = {"PING"};
+    size_t lens[1] = {4};
+    for (int i = 0; i < 100; i++) gr_rconn_cmd(c, on_reply, &n, 1, argv, lens);
+    int64_t end = th_now_ms() + 5000;
+    while (gr_rconn_pending(c) && th_now_ms() < end) {
+        struct pollfd pf = {gr_rconn_fd(c), POLLIN | (gr_rconn_want_write(c) ? POLLOUT : 0), 0};
+        poll(&pf, 1, 50);
+        gr_rconn_pump(c);
+    }
+    CHECK_MSG(n.oks == 150 && n.nulls == 0, "%d ok, %d failed", n.oks, n.nulls);
+
+    kill(R.pid, SIGSTOP);
+    n = (rcnt){.c = c};
+    gr_rconn_cmd(c, on_reply, &n, 1, argv, lens);
+    int64_t t0 = th_now_ms();
+    while (gr_rconn_up(c) && th_now_ms() - t0 < 5000) {
+        gr_rconn_pump(c); /* never blocks */
+        th_sleep_ms(20);
+    }
+    int64_t took = th_now_ms() - t0;
+    CHECK(!gr_rconn_up(c) && n.nulls == 1);
+    CHECK_MSG(took >= 350 && took < 2000, "gave up after %lld ms (timeout 400)", (long long)took);
+    kill(R.pid, SIGCONT);
+    end = th_now_ms() + 5000;
+    while (!gr_rconn_ensure(c) && th_now_ms() < end) th_sleep_ms(50);
+    CHECK(gr_rconn_up(c));
+    redisReply *r = gr_rconn_call(c, 1, argv, lens);
+    CHECK(r && r->type == REDIS_REPLY_STATUS);
+    if (r) freeReplyObject(r);
+    gr_rconn_destroy(&c);
+}
+
 /* With a 1 s retention a finished job's keys expire and the job leaves the
  * list. */
 static void test_retention(void)
@@ -388,6 +456,7 @@ int main(void)
     RUN(test_broker_restart);
     RUN(test_garbage);
     RUN(test_redis_restart);
+    RUN(test_redis_hung);
     RUN(test_retention);
     th_broker_stop(&B);
     zmq_ctx_term(Z);
