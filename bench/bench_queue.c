@@ -312,43 +312,43 @@ static void print_profile(const th_redis *rr, const char *phase)
 {
     th_redis R = *rr;
     printf("  profile (%s):\n", phase);
-        /* sums per script sha: usec total and calls */
-        redisReply *sl = th_redis_cmd(&R, "SLOWLOG GET 200000");
-        struct {
-            char sha[41];
-            double us;
-            long n;
-        } agg[32];
-        int na = 0;
-        for (size_t i = 0; sl && sl->type == REDIS_REPLY_ARRAY && i < sl->elements; i++) {
-            const redisReply *e = sl->element[i];
-            if (e->type != REDIS_REPLY_ARRAY || e->elements < 4) continue;
-            const redisReply *args = e->element[3];
-            if (args->type != REDIS_REPLY_ARRAY || args->elements < 2 ||
-                strcasecmp(args->element[0]->str, "evalsha"))
-                continue;
-            int k;
-            for (k = 0; k < na; k++)
-                if (!strncmp(agg[k].sha, args->element[1]->str, 40)) break;
-            if (k == na && na < 32) {
-                snprintf(agg[na].sha, 41, "%s", args->element[1]->str);
-                agg[na].us = 0;
-                agg[na++].n = 0;
-            }
-            if (k < na) {
-                agg[k].us += (double)e->element[2]->integer;
-                agg[k].n++;
-            }
+    /* sums per script sha: usec total and calls */
+    redisReply *sl = th_redis_cmd(&R, "SLOWLOG GET 200000");
+    struct {
+        char sha[41];
+        double us;
+        long n;
+    } agg[32];
+    int na = 0;
+    for (size_t i = 0; sl && sl->type == REDIS_REPLY_ARRAY && i < sl->elements; i++) {
+        const redisReply *e = sl->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4) continue;
+        const redisReply *args = e->element[3];
+        if (args->type != REDIS_REPLY_ARRAY || args->elements < 2 ||
+            strcasecmp(args->element[0]->str, "evalsha"))
+            continue;
+        int k;
+        for (k = 0; k < na; k++)
+            if (!strncmp(agg[k].sha, args->element[1]->str, 40)) break;
+        if (k == na && na < 32) {
+            snprintf(agg[na].sha, 41, "%s", args->element[1]->str);
+            agg[na].us = 0;
+            agg[na++].n = 0;
         }
-        for (int k = 0; k < na; k++)
-            printf("  profile: script %.8s: %ld calls, %.1f us per call, %.0f ms in all\n",
-                   agg[k].sha, agg[k].n, agg[k].us / agg[k].n, agg[k].us / 1000);
-        if (sl) freeReplyObject(sl);
-        redisReply *pr = th_redis_cmd(&R, "HGETALL prof");
-        for (size_t i = 0; pr && pr->type == REDIS_REPLY_ARRAY && i + 1 < pr->elements; i += 2)
-            printf("  prof %s = %s\n", pr->element[i]->str, pr->element[i + 1]->str);
-        if (pr) freeReplyObject(pr);
-        redisReply *x = th_redis_cmd(&R, "SLOWLOG RESET");
+        if (k < na) {
+            agg[k].us += (double)e->element[2]->integer;
+            agg[k].n++;
+        }
+    }
+    for (int k = 0; k < na; k++)
+        printf("  profile: script %.8s: %ld calls, %.1f us per call, %.0f ms in all\n", agg[k].sha,
+               agg[k].n, agg[k].us / agg[k].n, agg[k].us / 1000);
+    if (sl) freeReplyObject(sl);
+    redisReply *pr = th_redis_cmd(&R, "HGETALL prof");
+    for (size_t i = 0; pr && pr->type == REDIS_REPLY_ARRAY && i + 1 < pr->elements; i += 2)
+        printf("  prof %s = %s\n", pr->element[i]->str, pr->element[i + 1]->str);
+    if (pr) freeReplyObject(pr);
+    redisReply *x = th_redis_cmd(&R, "SLOWLOG RESET");
     if (x) freeReplyObject(x);
 }
 
@@ -368,9 +368,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--lat-rate"))
             lat_rate = atof(argv[i + 1]);
         else {
-            fprintf(stderr,
-                    "usage: bench_queue [--stages N] [--workers W] [--jobs J] [--half-s S] "
-                    "[--lat-rate R]\n");
+            fprintf(stderr, "usage: bench_queue [--stages N] [--workers W] [--jobs J] [--half-s S] "
+                            "[--lat-rate R]\n");
             return 2;
         }
     }
@@ -578,8 +577,8 @@ int main(int argc, char **argv)
         printf("  latency at %.0f stages/s offered (%s %.0f): enqueue->worker receives p50 "
                "%.0f us, "
                "p99 %.0f us, max %.0f us (%zu stages)\n",
-               offered, lat_rate > 0 ? "set; best" : "half of", best, (double)all[nl / 2], (double)all[(size_t)(nl * 0.99)],
-               (double)all[nl - 1], nl);
+               offered, lat_rate > 0 ? "set; best" : "half of", best, (double)all[nl / 2],
+               (double)all[(size_t)(nl * 0.99)], (double)all[nl - 1], nl);
     free(all);
     free(small);
 
