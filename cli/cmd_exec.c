@@ -150,9 +150,13 @@ int cmd_exec(int argc, char **argv)
         parent = pbuf;
     }
     if ((rc = gr_fs_mkdtemp(parent, ".graft-exec-", &tmpbase)) ||
-        !(out = gr_fs_join(tmpbase, "out")) || !(work = gr_fs_join(tmpbase, "work")) ||
-        mkdir(out, 0755) || mkdir(work, 0755)) {
-        rc = cli_fail(rc ? rc : gr_seterr(GR_EIO, "cannot make a work directory under %s", parent));
+        !(out = gr_fs_join(tmpbase, "out")) || !(work = gr_fs_join(tmpbase, "work"))) {
+        rc = cli_fail(rc ? rc : gr_errcode());
+        goto done;
+    }
+    if (mkdir(out, 0755) || mkdir(work, 0755)) {
+        rc = cli_fail(
+            gr_seterr(GR_EIO, "%s: cannot make a work directory: %s", tmpbase, strerror(errno)));
         goto done;
     }
     struct sigaction sa = {0};
@@ -171,6 +175,9 @@ int cmd_exec(int argc, char **argv)
                  .progress_cb = cli_progress};
     int r = gr_worker_exec(&e, &metrics);
     free(root);
+    /* The op names files in the hidden work directory; say which output they
+     * were for (a full disk under -o, typically). */
+    if (r && outdir && strstr(gr_errmsg(), tmpbase)) gr_adderr(r, "-o %s", outdir);
     if (r) {
         rc = cli_fail(r);
         goto done;

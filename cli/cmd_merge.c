@@ -176,9 +176,13 @@ int cmd_merge(int argc, char **argv)
     else
         snprintf(parent, sizeof parent, ".");
     if ((rc = gr_fs_mkdtemp(parent, ".graft-merge-", &tmpbase)) ||
-        !(out = gr_fs_join(tmpbase, "out")) || !(work = gr_fs_join(tmpbase, "work")) ||
-        mkdir(out, 0755) || mkdir(work, 0755)) {
-        rc = cli_fail(rc ? rc : gr_seterr(GR_EIO, "cannot make a work directory under %s", parent));
+        !(out = gr_fs_join(tmpbase, "out")) || !(work = gr_fs_join(tmpbase, "work"))) {
+        rc = cli_fail(rc ? rc : gr_errcode());
+        goto done;
+    }
+    if (mkdir(out, 0755) || mkdir(work, 0755)) {
+        rc = cli_fail(
+            gr_seterr(GR_EIO, "%s: cannot make a work directory: %s", tmpbase, strerror(errno)));
         goto done;
     }
     struct sigaction sa = {0};
@@ -210,6 +214,9 @@ int cmd_merge(int argc, char **argv)
                  .progress_cb = cli_progress};
     rc = gr_worker_exec(&e, &metrics);
     free(root);
+    /* The op names files in the hidden work directory; say which OUT_DIR they
+     * were for (a full disk there, typically). */
+    if (rc && strstr(gr_errmsg(), tmpbase)) gr_adderr(rc, "%s", outdir);
     if (rc) {
         rc = cli_fail(rc);
         goto done;

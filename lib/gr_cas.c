@@ -352,6 +352,8 @@ int gr_cas_put_buf(gr_cas *c, const void *p, size_t n, char id[GR_ID_SZ])
     return rc;
 }
 
+/* The writer's messages name its temporary file (gone once it fails), so
+ * failures to store are prefixed with what was being stored. */
 static int put_fd_what(gr_cas *c, int fd, const char *what, char id[GR_ID_SZ], uint64_t *size)
 {
     int rc = 0;
@@ -360,7 +362,8 @@ static int put_fd_what(gr_cas *c, int fd, const char *what, char id[GR_ID_SZ], u
     if (!buf)
         rc = gr_seterr(GR_ENOMEM, "out of memory");
     else if (!w)
-        rc = gr_errcode() ? gr_errcode() : GR_EIO;
+        rc =
+            gr_adderr(gr_errcode() ? gr_errcode() : GR_EIO, "%s: cannot copy into the store", what);
     while (!rc) {
         ssize_t got = read(fd, buf, IO_CHUNK);
         if (got < 0 && errno == EINTR) continue;
@@ -368,13 +371,15 @@ static int put_fd_what(gr_cas *c, int fd, const char *what, char id[GR_ID_SZ], u
             rc = gr_seterr(GR_EIO, "%s: read failed: %s", what, strerror(errno));
         else if (got == 0)
             break;
-        else
-            rc = gr_cas_writer_write(w, buf, (size_t)got);
+        else if ((rc = gr_cas_writer_write(w, buf, (size_t)got)))
+            gr_adderr(rc, "%s: cannot copy into the store", what);
     }
     if (!rc) {
         uint64_t n = w->size;
-        rc = gr_cas_writer_commit(w, NULL, id);
-        if (!rc && size) *size = n;
+        if ((rc = gr_cas_writer_commit(w, NULL, id)))
+            gr_adderr(rc, "%s: cannot copy into the store", what);
+        else if (size)
+            *size = n;
     }
     gr_cas_writer_destroy(&w);
     free(buf);
@@ -653,7 +658,7 @@ static int put_tree_mode(gr_cas *c, const char *dir, int move, char id[GR_ID_SZ]
         gr_adderr(rc, "%s", dir);
         goto done;
     }
-    rc = gr_cas_put_buf(c, b.data, b.len, id);
+    if ((rc = gr_cas_put_buf(c, b.data, b.len, id))) gr_adderr(rc, "%s: tree manifest", dir);
 done:
     gr_buf_free(&b);
     gr_manifest_destroy(&m);
