@@ -1960,10 +1960,10 @@ int gr_broker_run(gr_broker *b, volatile sig_atomic_t *stop)
             }
             handle(b, &m);
         }
-        gr_rconn_pump(b->rc);
+        gr_rconn_pump(b->rc, it[1].fd >= 0 && (it[1].revents & (ZMQ_POLLIN | ZMQ_POLLERR)));
         timers(b);
         dispatch_idle(b);
-        gr_rconn_pump(b->rc);
+        gr_rconn_pump(b->rc, 0);
     }
 out:
     gr_wire_msg_clear(&m);

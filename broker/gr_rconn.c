@@ -421,7 +421,7 @@ static void write_some(gr_rconn *c)
     }
 }
 
-void gr_rconn_pump(gr_rconn *c)
+void gr_rconn_pump(gr_rconn *c, int readable)
 {
     if (c->in_pump || !c->ctx) return; /* a callback's commands go out below */
     c->in_pump = 1;
@@ -434,7 +434,9 @@ void gr_rconn_pump(gr_rconn *c)
             break;
         }
         if (!rv) {
-            if (got) break; /* read once a pump: the socket was drained */
+            /* one read a pump, and only when poll saw data: an empty read is
+             * a wasted system call on every loop */
+            if (got || !readable) break;
             got = 1;
             if (redisBufferRead(c->ctx) != REDIS_OK) { /* EAGAIN is not an error */
                 mark_down(c, c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
@@ -455,15 +457,18 @@ void gr_rconn_pump(gr_rconn *c)
 void gr_rconn_flush(gr_rconn *c)
 {
     if (c->in_pump) return; /* a callback's commands are read by the outer loop */
+    int readable = 0;
     while (c->ctx && c->qlen) {
-        gr_rconn_pump(c);
+        gr_rconn_pump(c, readable);
         if (!c->ctx || !c->qlen) break;
         struct pollfd pf = {c->ctx->fd, (short)(POLLIN | (c->wpending ? POLLOUT : 0)), 0};
         int wait = (int)(c->timeout_ms - (mono_ms() - c->last_read_ms));
-        if (poll(&pf, 1, wait > 0 ? (wait < 100 ? wait : 100) : 0) < 0 && errno != EINTR) {
+        int n = poll(&pf, 1, wait > 0 ? (wait < 100 ? wait : 100) : 0);
+        if (n < 0 && errno != EINTR) {
             mark_down(c, strerror(errno));
             break;
         }
+        readable = n > 0 && (pf.revents & (POLLIN | POLLHUP | POLLERR));
     }
     if (!c->ctx) fail_pending(c);
 }

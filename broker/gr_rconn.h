@@ -39,12 +39,13 @@ int gr_rconn_cmd(gr_rconn *c, gr_rconn_cb cb, void *ud, int argc, const char **a
 /* Queues EVALSHA of script (gr_lua_id) with no keys and argv as ARGV. */
 int gr_rconn_script(gr_rconn *c, int script, gr_rconn_cb cb, void *ud, int argc, const char **argv,
                     const size_t *lens);
-/* Without waiting: sends what the socket takes, reads what has arrived and
- * runs the callbacks of complete replies in order (commands they queue are
- * sent too). A connection silent for the timeout while replies are owed is
- * marked down. For an event loop that polls gr_rconn_fd (POLLIN, plus
- * POLLOUT while gr_rconn_want_write). */
-void gr_rconn_pump(gr_rconn *c);
+/* Without waiting: sends what the socket takes, reads (when readable: poll
+ * reported POLLIN on gr_rconn_fd) what has arrived and runs the callbacks of
+ * complete replies in order (commands they queue are sent too). A
+ * connection silent for the timeout while replies are owed is marked down.
+ * For an event loop that polls gr_rconn_fd (POLLIN, plus POLLOUT while
+ * gr_rconn_want_write). */
+void gr_rconn_pump(gr_rconn *c, int readable);
 int gr_rconn_fd(const gr_rconn *c); /* -1 when down */
 int gr_rconn_want_write(const gr_rconn *c);
 /* Sends everything queued and runs the callbacks in order, waiting until

@@ -115,6 +115,9 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* past a file-size limit (ulimit -f) a write fails with EFBIG and the
+     * op's writers clean up, instead of SIGXFSZ killing the worker mid-write */
+    signal(SIGXFSZ, SIG_IGN);
     int rc = gr_worker_run(g_worker);
     if (rc) fprintf(stderr, "graft-worker: %s\n", gr_errmsg());
     gr_worker *w = g_worker;
