@@ -26,10 +26,18 @@ void cli_progress(void *ud, double done, double total, const char *msg);
  * output can be moved there whole), 0 otherwise. */
 int cli_dir_usable(const char *dir);
 
+/* The hidden work area of an in-process op whose result appears as dest
+ * only when it succeeds (exec -o, merge OUT_DIR): base = <dest's parent, or
+ * /tmp when dest is NULL>/<prefix>XXXXXX holding out/ and work/ (caller
+ * frees the three and removes base). From then on SIGINT and SIGTERM set
+ * cli_cancel. Returns 0, or an error code with gr_errmsg() naming the path
+ * and the cause. */
+int cli_work_area(const char *dest, const char *prefix, char **base, char **out, char **work);
+
 /* Subcommands (one file each: cli/cmd_<name>.c). */
-int cmd_put(int argc, char **argv);   /* cmd_store.c */
-int cmd_get(int argc, char **argv);   /* cmd_store.c */
-int cmd_store(int argc, char **argv); /* cmd_store.c */
+int cmd_put(int argc, char **argv);     /* cmd_store.c */
+int cmd_get(int argc, char **argv);     /* cmd_store.c */
+int cmd_store(int argc, char **argv);   /* cmd_store.c */
 int cmd_submit(int argc, char **argv);  /* cmd_jobs.c */
 int cmd_status(int argc, char **argv);  /* cmd_jobs.c */
 int cmd_watch(int argc, char **argv);   /* cmd_jobs.c */

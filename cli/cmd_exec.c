@@ -25,7 +25,6 @@ static const char exec_usage[] =
     "  for list inputs); -o DIR receives the op's output files (DIR must not exist or be\n"
     "  empty); without -o they are discarded. Prints the metrics JSON.";
 
-
 /* Sets params[name] = value, or appends to a list input. */
 static int put_input(const gr_op *op, gr_json *params, const char *name, const char *path)
 {
@@ -51,7 +50,6 @@ static int put_input(const gr_op *op, gr_json *params, const char *name, const c
         return gr_seterr(GR_EINVAL, "--input %s: also given as %s=...", name, name);
     return gr_jsonb_push(list, gr_jsonb_str(abs));
 }
-
 
 int cmd_exec(int argc, char **argv)
 {
@@ -132,37 +130,14 @@ int cmd_exec(int argc, char **argv)
         }
     }
     /* the output appears under its final name only when the op succeeded */
-    const char *parent = "/tmp";
-    char pbuf[PATH_MAX];
-    if (outdir) {
-        if (!cli_dir_usable(outdir)) {
-            rc = cli_usage_error("exec: -o %s: exists and is not an empty directory", outdir);
-            goto done;
-        }
-        snprintf(pbuf, sizeof pbuf, "%s", outdir);
-        char *slash = strrchr(pbuf, '/');
-        if (slash == pbuf)
-            pbuf[1] = 0;
-        else if (slash)
-            *slash = 0;
-        else
-            snprintf(pbuf, sizeof pbuf, ".");
-        parent = pbuf;
-    }
-    if ((rc = gr_fs_mkdtemp(parent, ".graft-exec-", &tmpbase)) ||
-        !(out = gr_fs_join(tmpbase, "out")) || !(work = gr_fs_join(tmpbase, "work"))) {
-        rc = cli_fail(rc ? rc : gr_errcode());
+    if (outdir && !cli_dir_usable(outdir)) {
+        rc = cli_usage_error("exec: -o %s: exists and is not an empty directory", outdir);
         goto done;
     }
-    if (mkdir(out, 0755) || mkdir(work, 0755)) {
-        rc = cli_fail(
-            gr_seterr(GR_EIO, "%s: cannot make a work directory: %s", tmpbase, strerror(errno)));
+    if ((rc = cli_work_area(outdir, ".graft-exec-", &tmpbase, &out, &work))) {
+        rc = cli_fail(rc);
         goto done;
     }
-    struct sigaction sa = {0};
-    sa.sa_handler = cli_on_interrupt;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     char *root = store ? strdup(store) : NULL;
     gr_exec e = {.op = op,
                  .params = params,

@@ -28,8 +28,6 @@ static const char merge_usage[] =
     "  empty; it appears only when the merge succeeded. --print-params prints the merge op's\n"
     "  parameters (the equivalent pipeline stage) and exits.";
 
-
-
 /* Whether ref names a hub repository: hf://..., or org/name[@rev] that is
  * not a local path. */
 static int is_hub_ref(const char *ref)
@@ -166,29 +164,10 @@ int cmd_merge(int argc, char **argv)
         goto done;
     }
     /* the result is built beside OUT_DIR and renamed into place at the end */
-    char parent[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", outdir);
-    char *slash = strrchr(parent, '/');
-    if (slash == parent)
-        parent[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        snprintf(parent, sizeof parent, ".");
-    if ((rc = gr_fs_mkdtemp(parent, ".graft-merge-", &tmpbase)) ||
-        !(out = gr_fs_join(tmpbase, "out")) || !(work = gr_fs_join(tmpbase, "work"))) {
-        rc = cli_fail(rc ? rc : gr_errcode());
+    if ((rc = cli_work_area(outdir, ".graft-merge-", &tmpbase, &out, &work))) {
+        rc = cli_fail(rc);
         goto done;
     }
-    if (mkdir(out, 0755) || mkdir(work, 0755)) {
-        rc = cli_fail(
-            gr_seterr(GR_EIO, "%s: cannot make a work directory: %s", tmpbase, strerror(errno)));
-        goto done;
-    }
-    struct sigaction sa = {0};
-    sa.sa_handler = cli_on_interrupt;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     threads = gr_worker_set_threads(threads);
     char *root = store                   ? strdup(store)
                  : getenv("GRAFT_STORE") ? strdup(getenv("GRAFT_STORE"))

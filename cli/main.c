@@ -1,13 +1,16 @@
 /* graft: the user's command-line interface; dispatches to cli/cmd_*.c. */
 #include "cli.h"
 #include "gr_err.h"
+#include "gr_fs.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const cli_cmd commands[] = {
@@ -78,6 +81,33 @@ int cli_dir_usable(const char *dir)
         if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
     closedir(d);
     return empty;
+}
+
+int cli_work_area(const char *dest, const char *prefix, char **base, char **out, char **work)
+{
+    char parent[PATH_MAX] = "/tmp";
+    if (dest) { /* beside dest, so that the result is renamed into place */
+        snprintf(parent, sizeof parent, "%s", dest);
+        char *slash = strrchr(parent, '/');
+        if (slash == parent)
+            parent[1] = 0;
+        else if (slash)
+            *slash = 0;
+        else
+            snprintf(parent, sizeof parent, ".");
+    }
+    *base = *out = *work = NULL;
+    int rc = gr_fs_mkdtemp(parent, prefix, base);
+    if (!rc && (!(*out = gr_fs_join(*base, "out")) || !(*work = gr_fs_join(*base, "work"))))
+        rc = gr_seterr(GR_ENOMEM, "out of memory");
+    if (!rc && (mkdir(*out, 0755) || mkdir(*work, 0755)))
+        rc = gr_seterr(GR_EIO, "%s: cannot make a work directory: %s", *base, strerror(errno));
+    if (rc) return rc;
+    struct sigaction sa = {0};
+    sa.sa_handler = cli_on_interrupt;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return 0;
 }
 
 static void usage(FILE *f)
