@@ -426,6 +426,18 @@ void gr_rconn_pump(gr_rconn *c, int readable)
     if (c->in_pump || !c->ctx) return; /* a callback's commands go out below */
     c->in_pump = 1;
     write_some(c);
+    if (c->ctx && readable && !c->qlen) {
+        /* nothing is owed, so this is Redis closing the connection (or a
+         * reply nobody asked for): notice it now rather than spin on a
+         * readable socket until the next command */
+        void *rv = NULL;
+        if (redisBufferRead(c->ctx) != REDIS_OK)
+            mark_down(c, c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
+        else if (redisGetReplyFromReader(c->ctx, &rv) != REDIS_OK || rv) {
+            if (rv) freeReplyObject(rv);
+            mark_down(c, "a reply no command asked for");
+        }
+    }
     int got = 0;
     while (c->ctx && c->qlen) {
         void *rv = NULL;

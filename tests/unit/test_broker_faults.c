@@ -368,6 +368,24 @@ static void test_redis_hung(void)
     }
     CHECK_MSG(n.oks == 150 && n.nulls == 0, "%d ok, %d failed", n.oks, n.nulls);
 
+    /* Redis closes the idle connection (a server timeout, CLIENT KILL): seen
+     * as soon as the socket polls readable, with no command in flight */
+    const char *idv[2] = {"CLIENT", "ID"};
+    size_t idl[2] = {6, 2};
+    redisReply *id = gr_rconn_call(c, 2, idv, idl);
+    CHECK(id && id->type == REDIS_REPLY_INTEGER);
+    redisReply *k = id ? th_redis_cmd(&R, "CLIENT KILL ID %lld", id->integer) : NULL;
+    CHECK(k && k->type == REDIS_REPLY_INTEGER && k->integer == 1);
+    if (id) freeReplyObject(id);
+    if (k) freeReplyObject(k);
+    struct pollfd kp = {gr_rconn_fd(c), POLLIN, 0};
+    CHECK(poll(&kp, 1, 2000) == 1);
+    gr_rconn_pump(c, 1);
+    CHECK(!gr_rconn_up(c));
+    end = th_now_ms() + 5000;
+    while (!gr_rconn_ensure(c) && th_now_ms() < end) th_sleep_ms(20);
+    CHECK(gr_rconn_up(c));
+
     kill(R.pid, SIGSTOP);
     n = (rcnt){.c = c};
     gr_rconn_cmd(c, on_reply, &n, 1, argv, lens);
