@@ -135,11 +135,17 @@ end
 -- When every stage has reached a final state: the job's final state, its
 -- retention and its removal from the active set. Returns the final state or
 -- false.
+-- jid -> {cancel_requested, state} as this script last read or wrote them:
+-- a DONE that leases the worker the next stage of the same job reads the
+-- job hash once, not twice
+local job_flags = {}
+
 local FINAL_COUNTS = {'n_done', 'n_cached', 'n_failed', 'n_cancelled', 'n_skipped'}
 local function maybe_finish(jid)
   local jk = jkey(jid)
   local v = redis.call('HMGET', jk, 'nstages', 'n_done', 'n_cached', 'n_failed', 'n_cancelled',
-                       'n_skipped', 'finished', 'cancel_requested')
+                       'n_skipped', 'finished', 'cancel_requested', 'state')
+  if v[1] then job_flags[jid] = {v[8] or false, v[9] or false} end
   if not v[1] or v[7] then return false end
   -- the stored counts plus what this script has yet to apply
   local owed = count_vals[jk] or {}
@@ -153,6 +159,7 @@ local function maybe_finish(jid)
   if v[8] == '1' then final = 'cancelled'
   elseif v[4] > 0 or v[6] > 0 then final = 'failed' end
   redis.call('HSET', jk, 'state', final, 'finished', n2s(NOW), 'updated', n2s(NOW))
+  job_flags[jid] = {v[8] or false, final}
   redis.call('SREM', P .. 'active', jid)
   redis.call('ZADD', P .. 'finished', n2s(NOW), jid)
   event(jid, 'type', 'job', 'state', final, 'final', '1')
@@ -311,7 +318,10 @@ local function dispatch_one(wid, ops, lease_ms)
     local v = jid and redis.call('HMGET', k, 'state', 'rparams', 'inputs', 'timeout_ms', 'ready_us',
                                  'started', 'attempt', 'retry_at') or {}
     local jk = jid and jkey(jid) or ''
-    local j = v[1] == 'ready' and redis.call('HMGET', jk, 'cancel_requested', 'state') or {'1'}
+    local j = {'1'}
+    if v[1] == 'ready' then
+      j = job_flags[jid] or redis.call('HMGET', jk, 'cancel_requested', 'state')
+    end
     if j[1] ~= '1' then
       local attempt = tonumber(v[7] or '0') + 1
       local deadline = NOW + lease_ms
@@ -333,6 +343,7 @@ local function dispatch_one(wid, ops, lease_ms)
         redis.call('HSET', jk, 'state', 'running', 'updated', n2s(NOW))
         event(jid, 'type', 'job', 'state', 'running')
       end
+      job_flags[jid] = {j[1], j[2] == 'queued' and 'running' or j[2]}
       redis.call('HSET', P .. 'worker:' .. wid, 'task', best, 'attempt', attempt, 'state', 'busy')
       event(jid, 'type', 'stage', 'stage', sid, 'state', 'running', 'attempt', attempt, 'worker', wid)
       metric('dispatched')
