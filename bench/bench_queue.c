@@ -11,10 +11,13 @@
  *   - broker RSS after each of several jobs (memory must stay flat).
  * Usage: bench_queue [--stages 20000] [--workers 4] [--jobs 5] [--half-s 5]
  *                    [--lat-rate R]  (latency at R stages/s instead of half)
+ *                    [--sweep OUT.svg]  (then latency at 0.1..0.8 of the best
+ *                    rate, half-s seconds each, plotted as SVG)
  * graft-broker is looked up as $GRAFT_BIN/graft-broker, else beside this
  * program's directory. */
 #include "../tests/unit/test_broker_util.h"
 #include "gr_lua.h"
+#include "gr_svg.h"
 
 #include <limits.h>
 #include <math.h>
@@ -352,10 +355,74 @@ static void print_profile(const th_redis *rr, const char *phase)
     if (x) freeReplyObject(x);
 }
 
+/* Latency at a given load: 4-stage noop jobs submitted at rate stages/s
+ * for secs seconds; p50/p99/max of enqueue -> worker receives. */
+typedef struct latres {
+    double offered, p50, p99, max;
+    size_t n;
+} latres;
+
+static int lat_phase(const th_redis *R, pid_t bpid, th_peer *cl, bworker_t *ws, int nworkers,
+                     double rate, int secs, int report_cpu, latres *out)
+{
+    int per = 4; /* stages per submitted job */
+    double interval_ms = per * 1000.0 / (rate > 1 ? rate : 1);
+    char *small = pipeline_yaml(per, "lat");
+    char err[512];
+    for (int i = 0; i < nworkers; i++) {
+        ws[i].nlat = 0;
+        ws[i].record = 1;
+    }
+    int64_t t0 = th_now_ms();
+    double lcpu0[3] = {cpu_us(R->pid), cpu_us(bpid), cpu_us(getpid())};
+    int sub = 0;
+    while (th_now_ms() - t0 < secs * 1000) {
+        int64_t due = t0 + (int64_t)(sub * interval_ms);
+        while (th_now_ms() < due) th_sleep_ms(0 + (due - th_now_ms() > 1));
+        if (!th_submit(cl, small, 1, err, sizeof err)) {
+            fprintf(stderr, "bench_queue: submit failed: %s\n", err);
+            break;
+        }
+        sub++;
+    }
+    th_sleep_ms(500);
+    if (report_cpu && getenv("GRAFT_BENCH_PROFILE")) print_profile(R, "latency jobs");
+    if (report_cpu && sub) {
+        double st = (double)sub * per;
+        double wall = (double)(th_now_ms() - t0) * 1e3;
+        double r = (cpu_us(R->pid) - lcpu0[0]) / st, b = (cpu_us(bpid) - lcpu0[1]) / st,
+               w = (cpu_us(getpid()) - lcpu0[2]) / st;
+        printf("  CPU per stage in %d-stage jobs: redis-server %.0f us, broker %.0f us, bench "
+               "workers+client %.0f us; %.2f of %ld cores busy\n",
+               per, r, b, w, (r + b + w) * st / wall, sysconf(_SC_NPROCESSORS_ONLN));
+    }
+    for (int i = 0; i < nworkers; i++) ws[i].record = 0;
+    size_t nl = 0;
+    for (int i = 0; i < nworkers; i++) nl += ws[i].nlat;
+    int64_t *all = calloc(nl ? nl : 1, sizeof *all);
+    size_t k = 0;
+    for (int i = 0; all && i < nworkers; i++)
+        for (size_t q = 0; q < ws[i].nlat; q++) all[k++] = ws[i].lat_us[q];
+    free(small);
+    if (!all || !nl) {
+        free(all);
+        return -1;
+    }
+    qsort(all, nl, sizeof *all, cmp_i64);
+    *out = (latres){.offered = sub * per / ((double)(th_now_ms() - t0 - 500) / 1000.0),
+                    .p50 = (double)all[nl / 2],
+                    .p99 = (double)all[(size_t)((double)nl * 0.99)],
+                    .max = (double)all[nl - 1],
+                    .n = nl};
+    free(all);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int nstages = 20000, nworkers = 4, njobs = 5, half_s = 5;
     double lat_rate = 0;
+    const char *sweep_svg = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--stages"))
             nstages = atoi(argv[i + 1]);
@@ -367,9 +434,11 @@ int main(int argc, char **argv)
             half_s = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--lat-rate"))
             lat_rate = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--sweep"))
+            sweep_svg = argv[i + 1];
         else {
             fprintf(stderr, "usage: bench_queue [--stages N] [--workers W] [--jobs J] [--half-s S] "
-                            "[--lat-rate R]\n");
+                            "[--lat-rate R] [--sweep OUT.svg]\n");
             return 2;
         }
     }
@@ -534,53 +603,54 @@ int main(int argc, char **argv)
                    rewrites);
     }
     double half = lat_rate > 0 ? lat_rate : best / 2;
-    int per = 4; /* stages per submitted job */
-    double interval_ms = per * 1000.0 / (half > 1 ? half : 1);
-    char *small = pipeline_yaml(per, "lat");
-    for (int i = 0; i < nworkers; i++) {
-        ws[i].nlat = 0;
-        ws[i].record = 1;
-    }
-    int64_t t0 = th_now_ms();
-    double lcpu0[3] = {cpu_us(R.pid), cpu_us(bpid), cpu_us(getpid())};
-    int sub = 0;
-    while (th_now_ms() - t0 < half_s * 1000) {
-        int64_t due = t0 + (int64_t)(sub * interval_ms);
-        while (th_now_ms() < due) th_sleep_ms(0 + (due - th_now_ms() > 1));
-        if (!th_submit(&cl, small, 1, err, sizeof err)) {
-            fprintf(stderr, "bench_queue: submit failed: %s\n", err);
-            break;
-        }
-        sub++;
-    }
-    th_sleep_ms(500);
-    if (getenv("GRAFT_BENCH_PROFILE")) print_profile(&R, "latency jobs");
-    {
-        double st = (double)sub * per;
-        double wall = (double)(th_now_ms() - t0) * 1e3;
-        double r = (cpu_us(R.pid) - lcpu0[0]) / st, b = (cpu_us(bpid) - lcpu0[1]) / st,
-               w = (cpu_us(getpid()) - lcpu0[2]) / st;
-        printf("  CPU per stage in %d-stage jobs: redis-server %.0f us, broker %.0f us, bench "
-               "workers+client %.0f us; %.2f of %ld cores busy\n",
-               per, r, b, w, (r + b + w) * st / wall, sysconf(_SC_NPROCESSORS_ONLN));
-    }
-    for (int i = 0; i < nworkers; i++) ws[i].record = 0;
-    size_t nl = 0;
-    for (int i = 0; i < nworkers; i++) nl += ws[i].nlat;
-    int64_t *all = calloc(nl ? nl : 1, sizeof *all);
-    size_t k = 0;
-    for (int i = 0; i < nworkers; i++)
-        for (size_t q = 0; q < ws[i].nlat; q++) all[k++] = ws[i].lat_us[q];
-    qsort(all, nl, sizeof *all, cmp_i64);
-    double offered = sub * per / ((double)(th_now_ms() - t0 - 500) / 1000.0);
-    if (nl)
+    latres L;
+    if (lat_phase(&R, bpid, &cl, ws, nworkers, half, half_s, 1, &L) == 0)
         printf("  latency at %.0f stages/s offered (%s %.0f): enqueue->worker receives p50 "
-               "%.0f us, "
-               "p99 %.0f us, max %.0f us (%zu stages)\n",
-               offered, lat_rate > 0 ? "set; best" : "half of", best, (double)all[nl / 2],
-               (double)all[(size_t)(nl * 0.99)], (double)all[nl - 1], nl);
-    free(all);
-    free(small);
+               "%.0f us, p99 %.0f us, max %.0f us (%zu stages)\n",
+               L.offered, lat_rate > 0 ? "set; best" : "half of", best, L.p50, L.p99, L.max, L.n);
+    if (sweep_svg) {
+        /* latency against load, from a tenth of the best rate to 0.8 of it */
+        static const double frac[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8};
+        enum { NF = sizeof frac / sizeof frac[0] };
+        double x[NF], y50[NF], y99[NF];
+        size_t np = 0;
+        printf("  latency sweep (%d s each): offered stages/s, p50 us, p99 us\n", half_s);
+        for (size_t i = 0; i < NF; i++) {
+            if (lat_phase(&R, bpid, &cl, ws, nworkers, best * frac[i], half_s, 0, &L)) break;
+            printf("    %.0f (%.1f of best)  %.0f  %.0f\n", L.offered, frac[i], L.p50, L.p99);
+            x[np] = L.offered;
+            y50[np] = L.p50 / 1000;
+            y99[np++] = L.p99 / 1000;
+        }
+        gr_svg_plot *pl = gr_svg_new(720, 440);
+        /* points in order of offered load (a saturated client offers less) */
+        for (size_t i = 1; i < np; i++)
+            for (size_t j = i; j > 0 && x[j - 1] > x[j]; j--) {
+                double t;
+                t = x[j], x[j] = x[j - 1], x[j - 1] = t;
+                t = y50[j], y50[j] = y50[j - 1], y50[j - 1] = t;
+                t = y99[j], y99[j] = y99[j - 1], y99[j - 1] = t;
+            }
+        char title[160], half_lbl[64];
+        snprintf(title, sizeof title,
+                 "graft queue: latency vs load (4-stage noop jobs, %d workers)", nworkers);
+        snprintf(half_lbl, sizeof half_lbl, "half of best (%.0f/s)", best / 2);
+        if (pl && !gr_svg_title(pl, title) && !gr_svg_xlabel(pl, "offered load (stages/s)") &&
+            !gr_svg_ylabel(pl, "enqueue -> worker receives (ms)")) {
+            gr_svg_ylog(pl, 1);
+            int s1 = gr_svg_line(pl, "p99", x, y99, np);
+            int s0 = gr_svg_line(pl, "p50", x, y50, np);
+            if (s0 >= 0) gr_svg_series_markers(pl, s0, 3);
+            if (s1 >= 0) gr_svg_series_markers(pl, s1, 3);
+            gr_svg_hline(pl, 2.0, "aim: p99 2 ms");
+            gr_svg_vline(pl, best / 2, half_lbl);
+            if (gr_svg_save(pl, sweep_svg))
+                fprintf(stderr, "bench_queue: %s\n", gr_errmsg());
+            else
+                printf("  latency sweep plot: %s\n", sweep_svg);
+        }
+        gr_svg_destroy(&pl);
+    }
 
     /* ---- the peers: raw Redis rates, same server ---- */
     double lua = redis_lua_rate(&R, 200000);
