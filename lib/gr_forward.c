@@ -25,13 +25,19 @@
 /* Queries per attention block: scores for a block only reach the keys up to
  * its last query, so the causal upper triangle is mostly skipped. */
 #define QBLOCK 128
-/* Bytes of logits computed at once (bounds memory for large vocabularies). */
-#define LOGIT_CHUNK_BYTES (16u << 20)
+/* Bytes of logits computed at once (bounds memory for large vocabularies). A
+ * streamed lm_head is converted once per chunk of rows, so the chunk is large
+ * enough that a 128k vocabulary still takes 128 rows at a time. */
+#define LOGIT_CHUNK_BYTES (64u << 20)
+/* Vocabulary rows of lm_head multiplied at once, in both modes: a streamed
+ * lm_head is converted a chunk at a time (its full fp32 matrix never
+ * exists), and resident models use the same products so that both give
+ * bit-identical logits. */
+#define HEAD_CHUNK 4096
 
 struct gr_fwd {
     const gr_model *m;
     const gr_model_cfg *c;
-    const gr_model_w *w;
     int max_rows, max_t, threads;
     int C, H, KVH, hd, g, Q, KV, W, NI, U, V;
     float *x;   /* (N, C) residual stream */
@@ -43,6 +49,8 @@ struct gr_fwd {
     float *lg;  /* (lg_rows, V) logits chunk */
     int lg_rows;
     float *cos_t, *sin_t; /* (max_t, hd/2) rotary tables */
+    float *wl;            /* streaming: one layer's weights (gr_model_layer_floats) */
+    float *wh;            /* streaming: (HEAD_CHUNK, C) rows of lm_head */
 };
 
 static float act_f(gr_act a, float x)
@@ -204,7 +212,6 @@ gr_fwd *gr_fwd_new(const gr_model *m, int max_rows, int threads)
     if (!f) goto oom;
     f->m = m;
     f->c = c;
-    f->w = gr_model_weights(m);
     f->max_rows = max_rows;
     f->max_t = max_rows < c->max_pos ? max_rows : c->max_pos;
     f->threads = threads > 0 ? threads : 1;
@@ -233,6 +240,12 @@ gr_fwd *gr_fwd_new(const gr_model *m, int max_rows, int threads)
     f->s = malloc((size_t)f->threads * QBLOCK * (size_t)f->max_t * sizeof(float));
     f->lg = malloc((size_t)f->lg_rows * (size_t)f->V * sizeof(float));
     if (!f->x || !f->h || !f->qkv || !f->att || !f->mlp || !f->s || !f->lg) goto oom;
+    if (gr_model_streaming(m)) {
+        const int hc = f->V < HEAD_CHUNK ? f->V : HEAD_CHUNK;
+        f->wl = malloc(gr_model_layer_floats(m) * sizeof(float));
+        f->wh = malloc((size_t)hc * (size_t)f->C * sizeof(float));
+        if (!f->wl || !f->wh) goto oom;
+    }
     if (c->rope != GR_ROPE_NONE) {
         const int half = f->hd / 2;
         float *inv = malloc((size_t)half * sizeof *inv);
@@ -272,6 +285,8 @@ void gr_fwd_destroy(gr_fwd **pf)
     free(f->lg);
     free(f->cos_t);
     free(f->sin_t);
+    free(f->wl);
+    free(f->wh);
     free(f);
     *pf = NULL;
 }
@@ -285,13 +300,14 @@ static int team(const gr_fwd *f, double work)
     return work < PAR_MIN_WORK ? 1 : f->threads;
 }
 
-/* y (n, out) = x (n, in; row stride ldx) · w (out, in)ᵀ + beta·y, then + bias.
+/* y (n, out; row stride ldy) = x (n, in; row stride ldx) · w (out, in)ᵀ + beta·y,
+ * then + bias.
  * The product is split over graft's threads, each calling a single-threaded
  * sgemm: by rows when there are enough of them, else by output columns (in
  * multiples of 16, whole kernel tiles). Every element is still one dot
  * product over `in` in the same order, whatever the split. */
 static void linear(gr_fwd *f, int n, const float *x, int ldx, const float *w, const float *bias,
-                   int in, int out, float beta, float *y)
+                   int in, int out, float beta, float *y, int ldy)
 {
     const int parts = team(f, (double)n * out * in), by_rows = n >= 32 * parts;
     const int step = ((out + parts - 1) / parts + 15) / 16 * 16;
@@ -310,10 +326,10 @@ static void linear(gr_fwd *f, int n, const float *x, int ldx, const float *w, co
         if (r0 >= r1 || c0 >= c1) continue;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, in, 1.0f,
                     x + (size_t)r0 * ldx, ldx, w + (size_t)c0 * in, in, beta,
-                    y + (size_t)r0 * out + c0, out);
+                    y + (size_t)r0 * ldy + c0, ldy);
         if (bias)
             for (int r = r0; r < r1; r++) {
-                float *yr = y + (size_t)r * out;
+                float *yr = y + (size_t)r * ldy;
                 for (int o = c0; o < c1; o++) yr[o] += bias[o];
             }
     }
@@ -378,7 +394,7 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
                double *logp)
 {
     const gr_model_cfg *c = f->c;
-    const gr_model_w *w = f->w;
+    const gr_model *m = f->m;
     if (B < 1 || T < 2 || (int64_t)B * T > f->max_rows || T > f->max_t)
         return gr_seterr(GR_EINVAL,
                          "forward: %d sequence(s) of %d tokens do not fit (need T >= 2, "
@@ -395,15 +411,19 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
     openblas_set_num_threads(1);
     const int N = B * T, C = f->C, half = f->hd / 2;
 
-    for (int r = 0; r < N; r++) { /* embeddings: (N, C) */
-        memcpy(f->x + (size_t)r * C, w->embed + (size_t)tokens[r] * C, (size_t)C * sizeof(float));
-        if (w->pos)
-            for (int i = 0; i < C; i++) f->x[(size_t)r * C + i] += w->pos[(size_t)(r % T) * C + i];
+    for (int r = 0; r < N && !rc; r++) { /* embeddings: (N, C); h holds a position row */
+        float *x = f->x + (size_t)r * C, *pos = f->h + (size_t)r * C;
+        if ((rc = gr_model_embed_row(m, tokens[r], x))) break;
+        if (c->family == GR_FAMILY_GPT2 && !(rc = gr_model_pos_row(m, r % T, pos)))
+            for (int i = 0; i < C; i++) x[i] += pos[i];
     }
-    for (int l = 0; l < c->layers; l++) {
-        const gr_layer_w *L = &w->layer[l];
+    for (int l = 0; l < c->layers && !rc; l++) {
+        /* streaming: this layer's weights converted just before its use */
+        gr_layer_w lw;
+        if ((rc = gr_model_layer(m, l, f->wl, f->threads, &lw))) break;
+        const gr_layer_w *L = &lw;
         norm_rows(f, N, L->ln1_w, L->ln1_b);
-        linear(f, N, f->h, C, L->wqkv, L->bqkv, C, f->W, 0.0f, f->qkv);
+        linear(f, N, f->h, C, L->wqkv, L->bqkv, C, f->W, 0.0f, f->qkv, f->W);
         if (c->rope != GR_ROPE_NONE) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(team(f, 3.0 * N * (f->Q + f->KV))) schedule(static)
@@ -417,9 +437,9 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
             }
         }
         attention(f, l, B, T);
-        linear(f, N, f->att, f->Q, L->wo, L->bo, f->Q, C, 1.0f, f->x);
+        linear(f, N, f->att, f->Q, L->wo, L->bo, f->Q, C, 1.0f, f->x, C);
         norm_rows(f, N, L->ln2_w, L->ln2_b);
-        linear(f, N, f->h, C, L->wup, L->bup, C, f->U, 0.0f, f->mlp);
+        linear(f, N, f->h, C, L->wup, L->bup, C, f->U, 0.0f, f->mlp, f->U);
         const int NI = f->NI, U = f->U, gated = c->family == GR_FAMILY_LLAMA;
         const gr_act act = c->act;
 #ifdef _OPENMP
@@ -434,18 +454,33 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
             else
                 for (int i = 0; i < NI; i++) row[i] = act_f(act, row[i]);
         }
-        linear(f, N, f->mlp, U, L->wdown, L->bdown, NI, C, 1.0f, f->x);
+        linear(f, N, f->mlp, U, L->wdown, L->bdown, NI, C, 1.0f, f->x, C);
     }
+    if (rc) {
+        openblas_set_num_threads(blas_threads);
+        return rc;
+    }
+    const gr_model_w *w = gr_model_weights(m);
     norm_rows(f, N, w->norm_w, w->norm_b);
 
     /* lm_head over the rows whose next token is scored (and all rows when
-     * logits are wanted), a chunk of rows at a time. */
+     * logits are wanted), a chunk of rows at a time, each against the
+     * vocabulary HEAD_CHUNK rows at a time. */
     const int V = f->V, last = logits ? T : T - 1;
-    for (int b = 0; b < B; b++) {
-        for (int t0 = first; t0 < last; t0 += f->lg_rows) {
+    for (int b = 0; b < B && !rc; b++) {
+        for (int t0 = first; t0 < last && !rc; t0 += f->lg_rows) {
             const int n = last - t0 < f->lg_rows ? last - t0 : f->lg_rows;
             const size_t r0 = (size_t)b * T + t0;
-            linear(f, n, f->h + r0 * C, C, w->lm_head, NULL, C, V, 0.0f, f->lg);
+            for (int v0 = 0; v0 < V; v0 += HEAD_CHUNK) {
+                const int vn = V - v0 < HEAD_CHUNK ? V - v0 : HEAD_CHUNK;
+                const float *wh = gr_model_head_rows(m, v0, vn, f->wh, f->threads);
+                if (!wh) {
+                    rc = gr_errcode();
+                    break;
+                }
+                linear(f, n, f->h + r0 * C, C, wh, NULL, C, vn, 0.0f, f->lg + v0, V);
+            }
+            if (rc) break;
             if (logits) memcpy(logits + r0 * V, f->lg, (size_t)n * V * sizeof(float));
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(team(f, 16.0 * n * V)) schedule(static)
@@ -459,7 +494,7 @@ int gr_fwd_run(gr_fwd *f, const int32_t *tokens, int B, int T, int first, float 
         }
     }
     openblas_set_num_threads(blas_threads);
-    return 0;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- reference */
@@ -478,6 +513,7 @@ int gr_fwd_ref(const gr_model *m, const int32_t *tokens, int T, float *logits, d
 {
     const gr_model_cfg *c = gr_model_config(m);
     const gr_model_w *w = gr_model_weights(m);
+    const int stream = gr_model_streaming(m);
     if (T < 2 || T > c->max_pos)
         return gr_seterr(GR_EINVAL, "forward: %d tokens (need 2 to %d)", T, c->max_pos);
     int rc = check_tokens(c, tokens, (size_t)T);
@@ -495,22 +531,34 @@ int gr_fwd_ref(const gr_model *m, const int32_t *tokens, int T, float *logits, d
     float *inv = malloc((size_t)(half ? half : 1) * sizeof(float));
     float *cs = malloc((size_t)(half ? half : 1) * sizeof(float));
     float *sn = malloc((size_t)(half ? half : 1) * sizeof(float));
+    /* streaming: the weights of each layer (and lm_head rows) are converted
+     * again for every position, which costs about what the plain
+     * matrix-vector products over them do */
+    const int hc = V < 4096 ? V : 4096;
+    float *wl = stream ? malloc(gr_model_layer_floats(m) * sizeof(float)) : NULL;
+    float *wh = stream ? malloc((size_t)hc * C * sizeof(float)) : NULL;
     rc = 0;
-    if (!kc || !vc || !x || !h || !qkv || !att || !o || !u || !lg || !p || !inv || !cs || !sn) {
+    if (!kc || !vc || !x || !h || !qkv || !att || !o || !u || !lg || !p || !inv || !cs || !sn ||
+        (stream && (!wl || !wh))) {
         rc = gr_seterr(GR_ENOMEM, "forward: out of memory");
         goto done;
     }
     if (c->rope != GR_ROPE_NONE) gr_model_rope_inv_freq(c, inv);
-    for (int t = 0; t < T; t++) {
-        for (int i = 0; i < C; i++)
-            x[i] = w->embed[(size_t)tokens[t] * C + i] + (w->pos ? w->pos[(size_t)t * C + i] : 0);
+    for (int t = 0; t < T && !rc; t++) {
+        if ((rc = gr_model_embed_row(m, tokens[t], x))) break;
+        if (c->family == GR_FAMILY_GPT2) {
+            if ((rc = gr_model_pos_row(m, t, o))) break;
+            for (int i = 0; i < C; i++) x[i] += o[i];
+        }
         for (int i = 0; i < half; i++) {
             float ang = (float)t * inv[i];
             cs[i] = (float)cos((double)ang);
             sn[i] = (float)sin((double)ang);
         }
-        for (int l = 0; l < c->layers; l++) {
-            const gr_layer_w *L = &w->layer[l];
+        for (int l = 0; l < c->layers && !rc; l++) {
+            gr_layer_w lw;
+            if ((rc = gr_model_layer(m, l, wl, 1, &lw))) break;
+            const gr_layer_w *L = &lw;
             float *kl = kc + (size_t)l * T * KV, *vl = vc + (size_t)l * T * KV;
             norm_row(x, L->ln1_w, L->ln1_b, c->norm_eps, C, h);
             ref_matvec(L->wqkv, L->bqkv, h, C, Wd, qkv);
@@ -551,8 +599,18 @@ int gr_fwd_ref(const gr_model *m, const int32_t *tokens, int T, float *logits, d
             ref_matvec(L->wdown, L->bdown, u, NI, C, o);
             for (int i = 0; i < C; i++) x[i] += o[i];
         }
+        if (rc) break;
         norm_row(x, w->norm_w, w->norm_b, c->norm_eps, C, h);
-        ref_matvec(w->lm_head, NULL, h, C, V, lg);
+        for (int v0 = 0; v0 < V; v0 += hc) {
+            const int vn = V - v0 < hc ? V - v0 : hc;
+            const float *wv = gr_model_head_rows(m, v0, vn, wh, 1);
+            if (!wv) {
+                rc = gr_errcode();
+                break;
+            }
+            ref_matvec(wv, NULL, h, C, vn, lg + v0);
+        }
+        if (rc) break;
         if (logits) memcpy(logits + (size_t)t * V, lg, (size_t)V * sizeof(float));
         if (t < T - 1) logp[t] = logp_row_ref(lg, V, tokens[t + 1]);
     }
@@ -570,5 +628,7 @@ done:
     free(inv);
     free(cs);
     free(sn);
+    free(wl);
+    free(wh);
     return rc;
 }

@@ -17,6 +17,10 @@ typedef struct gr_fwd gr_fwd;
  * budget: a run splits every matrix product and loop over that many OpenMP
  * threads, each calling OpenBLAS single-threaded (one pool, never two; the
  * caller's openblas_set_num_threads setting is restored when a run returns).
+ * A streamed model (gr_model_streaming) is converted by each run into this
+ * workspace's own buffers, one layer and a chunk of lm_head rows at a time
+ * (so several workspaces may share one model), giving the same numbers as
+ * the model held resident.
  * NULL with gr_errmsg() on failure. */
 gr_fwd *gr_fwd_new(const gr_model *m, int max_rows, int threads);
 void gr_fwd_destroy(gr_fwd **f);

@@ -1,20 +1,40 @@
 /* gr_model: decoder-only transformer checkpoints (llama, mistral, qwen2,
- * gpt2): config.json → architecture, and the weights converted to fp32. */
+ * gpt2): config.json → architecture, and the weights converted to fp32, all
+ * at load (resident) or a layer / a chunk of rows at a time (streaming). */
 #include "gr_model.h"
 #include "gr_err.h"
 #include "gr_st.h"
 
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+typedef struct plan_item plan_item;
+
+#define NO_ITEM SIZE_MAX
 
 struct gr_model {
     gr_model_cfg cfg;
     gr_model_w w;
-    gr_layer_w *layer;
-    float *arena; /* every weight, one allocation */
+    gr_layer_w *layer; /* resident: pointers; streaming: offsets + 1 (see OFF) */
+    float *arena;      /* resident: every weight; streaming: the final norm only */
     uint64_t nparams;
+    int stream;
+    /* Where each weight comes from (streaming; freed once resident). Items
+     * of layer l are [layer_item[l], layer_item[l+1]) and land at floats
+     * [layer_off[l], layer_off[l+1]) of the resident layout. */
+    gr_ckpt *ck;
+    plan_item *items;
+    size_t nitems;
+    size_t *layer_item, *layer_off;
+    size_t layer_max; /* floats of the largest layer */
+    size_t tail_off;  /* first float of the final norm */
+    size_t embed_i, pos_i, head_i;
 };
 
 /* ---------------------------------------------------------------- config */
@@ -325,12 +345,12 @@ void gr_model_rope_inv_freq(const gr_model_cfg *c, float *inv_freq)
 /* ---------------------------------------------------------------- weights */
 
 /* How a tensor from the file lands in the arena. */
-typedef struct plan_item {
+struct plan_item {
     const gr_tensor *t;
     size_t off;         /* destination offset in floats */
     int64_t rows, cols; /* expected shape [rows, cols] ([rows] for vectors: cols 0) */
     int transpose;      /* Conv1D [in, out] stored as [out, in] */
-} plan_item;
+};
 
 typedef struct planner {
     const gr_ckpt *ck;
@@ -399,11 +419,6 @@ static int plan(planner *p, const char *name, int64_t rows, int64_t cols, int tr
  * pointer fields hold offsets + 1 (0 means absent). */
 #define OFF(x) ((const float *)(uintptr_t)((x) + 1))
 
-static const float *resolve(const float *base, const float *p)
-{
-    return p ? base + ((uintptr_t)p - 1) : NULL;
-}
-
 static int plan_llama(planner *p, const gr_model_cfg *c, gr_model *m)
 {
     const int64_t C = c->hidden, I = c->inter, V = c->vocab, hd = c->head_dim;
@@ -414,8 +429,11 @@ static int plan_llama(planner *p, const gr_model_cfg *c, gr_model *m)
     p->prefix = "";
     if ((rc = plan(p, "model.embed_tokens.weight", V, C, 0, &off))) return rc;
     m->w.embed = OFF(off);
+    m->embed_i = p->n - 1;
     for (int l = 0; l < c->layers; l++) {
         gr_layer_w *L = &m->layer[l];
+        m->layer_item[l] = p->n;
+        m->layer_off[l] = p->total;
 #define T(name, r, cc, field)                                                                      \
     do {                                                                                           \
         snprintf(n, sizeof n, "model.layers.%d.%s", l, name);                                      \
@@ -446,13 +464,17 @@ static int plan_llama(planner *p, const gr_model_cfg *c, gr_model *m)
         if (c->mlp_bias) T("mlp.down_proj.bias", C, 0, &L->bdown);
 #undef T
     }
+    m->layer_item[c->layers] = p->n;
+    m->layer_off[c->layers] = m->tail_off = p->total;
     if ((rc = plan(p, "model.norm.weight", C, 0, 0, &off))) return rc;
     m->w.norm_w = OFF(off);
     if (c->tie) {
         m->w.lm_head = m->w.embed;
+        m->head_i = m->embed_i;
     } else {
         if ((rc = plan(p, "lm_head.weight", V, C, 0, &off))) return rc;
         m->w.lm_head = OFF(off);
+        m->head_i = p->n - 1;
     }
     return 0;
 }
@@ -467,10 +489,14 @@ static int plan_gpt2(planner *p, const gr_model_cfg *c, gr_model *m)
     p->prefix = gr_ckpt_find(p->ck, "transformer.wte.weight") ? "transformer." : "";
     if ((rc = plan(p, "wte.weight", V, C, 0, &off))) return rc;
     m->w.embed = OFF(off);
+    m->embed_i = p->n - 1;
     if ((rc = plan(p, "wpe.weight", c->max_pos, C, 0, &off))) return rc;
     m->w.pos = OFF(off);
+    m->pos_i = p->n - 1;
     for (int l = 0; l < c->layers; l++) {
         gr_layer_w *L = &m->layer[l];
+        m->layer_item[l] = p->n;
+        m->layer_off[l] = p->total;
 #define T(name, r, cc, tr, field)                                                                  \
     do {                                                                                           \
         snprintf(n, sizeof n, "h.%d.%s", l, name);                                                 \
@@ -491,45 +517,176 @@ static int plan_gpt2(planner *p, const gr_model_cfg *c, gr_model *m)
         T("mlp.c_proj.bias", C, 0, 0, &L->bdown);
 #undef T
     }
+    m->layer_item[c->layers] = p->n;
+    m->layer_off[c->layers] = m->tail_off = p->total;
     if ((rc = plan(p, "ln_f.weight", C, 0, 0, &off))) return rc;
     m->w.norm_w = OFF(off);
     if ((rc = plan(p, "ln_f.bias", C, 0, 0, &off))) return rc;
     m->w.norm_b = OFF(off);
     if (c->tie) {
         m->w.lm_head = m->w.embed;
+        m->head_i = m->embed_i;
     } else {
         p->prefix = "";
         if ((rc = plan(p, "lm_head.weight", V, C, 0, &off))) return rc;
         m->w.lm_head = OFF(off);
+        m->head_i = p->n - 1;
     }
     return 0;
 }
 
-static int fill(const plan_item *it, float *arena)
+/* Threads for converting n elements: below about 256k a team costs more
+ * than the conversion. */
+static int conv_threads(uint64_t n, int threads)
 {
-    float *dst = arena + it->off;
+    return threads > 1 && n >= (1u << 18) ? threads : 1;
+}
+
+/* Elements per gr_tensor_read_f32 call: gr_to_f32 converts up to 2^16 on
+ * the calling thread, so the pieces below are spread over exactly the
+ * threads asked for (larger calls would start their own team). */
+#define READ_PIECE ((uint64_t)1 << 16)
+
+/* Converts elements [e0, e0+n) of t to fp32 into dst, split over threads.
+ * Every tensor was checked at load (float dtype, shape), so this fails only
+ * if the conversion itself does; worker threads' messages stay in their
+ * threads, so the caller's names the tensor. */
+static int read_range(const gr_tensor *t, uint64_t e0, uint64_t n, float *dst, int threads)
+{
+    const int nt = conv_threads(n, threads);
+    const int64_t np = (int64_t)((n + READ_PIECE - 1) / READ_PIECE);
+    int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static) reduction(| : bad)
+#endif
+    for (int64_t k = 0; k < np; k++) {
+        const uint64_t a = (uint64_t)k * READ_PIECE, b = n - a < READ_PIECE ? n : a + READ_PIECE;
+        bad |= gr_tensor_read_f32(t, e0 + a, b - a, dst + a) != 0;
+    }
+    return bad ? gr_seterr(GR_EFORMAT,
+                           "%s: tensor '%s': cannot convert elements [%llu, %llu) to "
+                           "fp32",
+                           t->file, t->name, (unsigned long long)e0, (unsigned long long)(e0 + n))
+               : 0;
+}
+
+/* Converts one planned tensor into dst (where its first float goes). */
+static int fill_item(const plan_item *it, float *dst, int threads)
+{
     const gr_tensor *t = it->t;
-    if (!it->transpose) {
-        int rc = gr_tensor_read_f32(t, 0, t->nelem, dst);
-        return rc ? gr_adderr(rc, "%s: tensor '%s'", t->file, t->name) : 0;
-    }
-    /* file [in=cols][out=rows] → ours [rows][cols], one input row at a time */
+    if (!it->transpose) return read_range(t, 0, t->nelem, dst, threads);
+    /* file [in=cols][out=rows] → ours [rows][cols], one input row at a time;
+     * each thread takes a slice of the input rows */
     const int64_t rows = it->rows, cols = it->cols;
-    float *row = malloc((size_t)rows * sizeof *row);
-    if (!row) return gr_seterr(GR_ENOMEM, "out of memory");
-    for (int64_t i = 0; i < cols; i++) {
-        int rc = gr_tensor_read_f32(t, (uint64_t)(i * rows), (uint64_t)rows, row);
-        if (rc) {
-            free(row);
-            return gr_adderr(rc, "%s: tensor '%s'", t->file, t->name);
+    const int nt = conv_threads(t->nelem, threads);
+    int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static, 1) reduction(| : bad)
+#endif
+    for (int k = 0; k < nt; k++) {
+        const int64_t i0 = cols * k / nt, i1 = cols * (k + 1) / nt;
+        float *row = malloc((size_t)rows * sizeof *row);
+        if (!row) {
+            bad |= 2;
+            continue;
         }
-        for (int64_t o = 0; o < rows; o++) dst[o * cols + i] = row[o];
+        for (int64_t i = i0; i < i1 && !bad; i++) {
+            if (gr_tensor_read_f32(t, (uint64_t)(i * rows), (uint64_t)rows, row)) bad |= 1;
+            for (int64_t o = 0; o < rows && !bad; o++) dst[o * cols + i] = row[o];
+        }
+        free(row);
     }
-    free(row);
+    if (bad & 2) return gr_seterr(GR_ENOMEM, "out of memory");
+    return bad ? gr_seterr(GR_EFORMAT, "%s: tensor '%s': cannot convert to fp32", t->file, t->name)
+               : 0;
+}
+
+/* Pointer field p (offset + 1, see OFF) of a block whose float off0 is at
+ * base. */
+static const float *rel(const float *base, const float *p, size_t off0)
+{
+    return p ? base + ((uintptr_t)p - 1 - off0) : NULL;
+}
+
+static uint64_t default_budget(void)
+{
+    const long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psz <= 0) return UINT64_MAX; /* unknown: resident, as always */
+    return (uint64_t)pages * (uint64_t)psz / 2;
+}
+
+static int want_stream(const gr_model_opts *o, size_t floats)
+{
+    const gr_model_mode mode = o ? o->mode : GR_MODEL_AUTO;
+    if (mode != GR_MODEL_AUTO) return mode == GR_MODEL_STREAM;
+    const char *e = getenv("GRAFT_MODEL_STREAM");
+    if (e && !strcmp(e, "1")) return 1;
+    const uint64_t budget = o && o->max_fp32_bytes ? o->max_fp32_bytes : default_budget();
+    return (uint64_t)floats > budget / sizeof(float);
+}
+
+/* Every weight into one arena; the files are closed afterwards. */
+static int load_resident(gr_model *m, const char *dir)
+{
+    int threads = 1; /* all cores, as gr_to_f32 uses for whole tensors */
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    m->arena = malloc(m->nparams * sizeof(float));
+    if (!m->arena)
+        return gr_seterr(GR_ENOMEM,
+                         "%s: cannot allocate %zu MB for the fp32 weights (a smaller "
+                         "memory budget streams them instead)",
+                         dir, (size_t)(m->nparams * sizeof(float) >> 20));
+    for (size_t i = 0; i < m->nitems; i++) {
+        int rc = fill_item(&m->items[i], m->arena + m->items[i].off, threads);
+        if (rc) return rc;
+    }
+    const float *a = m->arena;
+    m->w.embed = rel(a, m->w.embed, 0);
+    m->w.pos = rel(a, m->w.pos, 0);
+    m->w.norm_w = rel(a, m->w.norm_w, 0);
+    m->w.norm_b = rel(a, m->w.norm_b, 0);
+    m->w.lm_head = rel(a, m->w.lm_head, 0);
+    for (int l = 0; l < m->cfg.layers; l++) {
+        gr_layer_w *L = &m->layer[l];
+        const float **f[] = {&L->ln1_w, &L->ln1_b, &L->wqkv, &L->bqkv, &L->wo,    &L->bo,
+                             &L->ln2_w, &L->ln2_b, &L->wup,  &L->bup,  &L->wdown, &L->bdown};
+        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) *f[k] = rel(a, *f[k], 0);
+    }
+    m->w.layer = m->layer;
+    free(m->items);
+    m->items = NULL;
+    gr_ckpt_close(&m->ck);
+    return 0;
+}
+
+/* Only the final norm is converted now (it sits between the last layer and
+ * an untied lm_head); the rest stays in the mapped files. */
+static int load_stream(gr_model *m)
+{
+    const size_t end = m->head_i != m->embed_i ? m->items[m->head_i].off : m->nparams;
+    m->arena = malloc((end - m->tail_off + 1) * sizeof(float));
+    if (!m->arena) return gr_seterr(GR_ENOMEM, "out of memory");
+    for (size_t i = m->layer_item[m->cfg.layers]; i < m->nitems; i++) {
+        if (i == m->head_i) continue;
+        int rc = fill_item(&m->items[i], m->arena + (m->items[i].off - m->tail_off), 1);
+        if (rc) return rc;
+    }
+    m->w.norm_w = rel(m->arena, m->w.norm_w, m->tail_off);
+    m->w.norm_b = rel(m->arena, m->w.norm_b, m->tail_off);
+    m->w.embed = m->w.pos = m->w.lm_head = NULL;
+    m->w.layer = NULL;
+    m->stream = 1;
     return 0;
 }
 
 gr_model *gr_model_load(const char *dir)
+{
+    return gr_model_load_opts(dir, NULL);
+}
+
+gr_model *gr_model_load_opts(const char *dir, const gr_model_opts *opts)
 {
     gr_model *m = NULL;
     gr_ckpt *ck = NULL;
@@ -545,40 +702,31 @@ gr_model *gr_model_load(const char *dir)
     }
     m = calloc(1, sizeof *m);
     if (!m) goto oom;
+    m->pos_i = NO_ITEM;
     if (gr_model_cfg_parse(cfg, what, &m->cfg)) goto fail;
-    m->layer = calloc((size_t)m->cfg.layers, sizeof *m->layer);
-    if (!m->layer) goto oom;
+    const size_t L = (size_t)m->cfg.layers;
+    m->layer = calloc(L, sizeof *m->layer);
+    m->layer_item = calloc(L + 1, sizeof *m->layer_item);
+    m->layer_off = calloc(L + 1, sizeof *m->layer_off);
+    if (!m->layer || !m->layer_item || !m->layer_off) goto oom;
     p.ck = ck;
     p.dir = dir;
+    /* Checks every tensor's presence, dtype and shape in either mode. */
     if ((m->cfg.family == GR_FAMILY_GPT2 ? plan_gpt2 : plan_llama)(&p, &m->cfg, m)) goto fail;
     if (p.total > SIZE_MAX / sizeof(float)) {
         gr_seterr(GR_ENOMEM, "%s: model too large", dir);
         goto fail;
     }
-    m->arena = malloc(p.total * sizeof(float));
-    if (!m->arena) {
-        gr_seterr(GR_ENOMEM, "%s: cannot allocate %zu MB for the fp32 weights", dir,
-                  p.total * sizeof(float) >> 20);
-        goto fail;
-    }
-    for (size_t i = 0; i < p.n; i++)
-        if (fill(&p.items[i], m->arena)) goto fail;
     m->nparams = p.total;
-    const float *a = m->arena;
-    m->w.embed = resolve(a, m->w.embed);
-    m->w.pos = resolve(a, m->w.pos);
-    m->w.norm_w = resolve(a, m->w.norm_w);
-    m->w.norm_b = resolve(a, m->w.norm_b);
-    m->w.lm_head = resolve(a, m->w.lm_head);
-    for (int l = 0; l < m->cfg.layers; l++) {
-        gr_layer_w *L = &m->layer[l];
-        const float **f[] = {&L->ln1_w, &L->ln1_b, &L->wqkv, &L->bqkv, &L->wo,    &L->bo,
-                             &L->ln2_w, &L->ln2_b, &L->wup,  &L->bup,  &L->wdown, &L->bdown};
-        for (size_t k = 0; k < sizeof f / sizeof f[0]; k++) *f[k] = resolve(a, *f[k]);
-    }
-    m->w.layer = m->layer;
-    free(p.items);
-    gr_ckpt_close(&ck);
+    for (size_t l = 0; l < L; l++)
+        if (m->layer_off[l + 1] - m->layer_off[l] > m->layer_max)
+            m->layer_max = m->layer_off[l + 1] - m->layer_off[l];
+    m->ck = ck;
+    ck = NULL;
+    m->items = p.items;
+    m->nitems = p.n;
+    p.items = NULL;
+    if (want_stream(opts, p.total) ? load_stream(m) : load_resident(m, dir)) goto fail;
     return m;
 oom:
     gr_seterr(GR_ENOMEM, "out of memory");
@@ -595,6 +743,10 @@ void gr_model_destroy(gr_model **pm)
     gr_model *m = *pm;
     free(m->arena);
     free(m->layer);
+    free(m->layer_item);
+    free(m->layer_off);
+    free(m->items);
+    gr_ckpt_close(&m->ck);
     free(m);
     *pm = NULL;
 }
@@ -612,4 +764,87 @@ const gr_model_w *gr_model_weights(const gr_model *m)
 uint64_t gr_model_nparams(const gr_model *m)
 {
     return m->nparams;
+}
+
+int gr_model_streaming(const gr_model *m)
+{
+    return m->stream;
+}
+
+size_t gr_model_layer_floats(const gr_model *m)
+{
+    return m->layer_max;
+}
+
+int gr_model_layer(const gr_model *m, int l, float *buf, int threads, gr_layer_w *out)
+{
+    if (l < 0 || l >= m->cfg.layers)
+        return gr_seterr(GR_EINVAL, "model: layer %d outside [0, %d)", l, m->cfg.layers);
+    if (!m->stream) {
+        *out = m->layer[l];
+        return 0;
+    }
+    const size_t off0 = m->layer_off[l];
+    for (size_t i = m->layer_item[l]; i < m->layer_item[l + 1]; i++) {
+        int rc = fill_item(&m->items[i], buf + (m->items[i].off - off0), threads);
+        if (rc) return rc;
+    }
+    const gr_layer_w *s = &m->layer[l];
+    gr_layer_w L = {
+        .ln1_w = rel(buf, s->ln1_w, off0),
+        .ln1_b = rel(buf, s->ln1_b, off0),
+        .wqkv = rel(buf, s->wqkv, off0),
+        .bqkv = rel(buf, s->bqkv, off0),
+        .wo = rel(buf, s->wo, off0),
+        .bo = rel(buf, s->bo, off0),
+        .ln2_w = rel(buf, s->ln2_w, off0),
+        .ln2_b = rel(buf, s->ln2_b, off0),
+        .wup = rel(buf, s->wup, off0),
+        .bup = rel(buf, s->bup, off0),
+        .wdown = rel(buf, s->wdown, off0),
+        .bdown = rel(buf, s->bdown, off0),
+    };
+    *out = L;
+    return 0;
+}
+
+int gr_model_embed_row(const gr_model *m, int token, float *dst)
+{
+    const int C = m->cfg.hidden;
+    if (token < 0 || token >= m->cfg.vocab)
+        return gr_seterr(GR_EINVAL, "model: token %d outside the vocabulary [0, %d)", token,
+                         m->cfg.vocab);
+    if (!m->stream) {
+        memcpy(dst, m->w.embed + (size_t)token * C, (size_t)C * sizeof(float));
+        return 0;
+    }
+    return read_range(m->items[m->embed_i].t, (uint64_t)token * C, (uint64_t)C, dst, 1);
+}
+
+int gr_model_pos_row(const gr_model *m, int pos, float *dst)
+{
+    const int C = m->cfg.hidden;
+    if (m->pos_i == NO_ITEM)
+        return gr_seterr(GR_EINVAL, "model: %s has no learned positions", m->cfg.model_type);
+    if (pos < 0 || pos >= m->cfg.max_pos)
+        return gr_seterr(GR_EINVAL, "model: position %d outside [0, %d)", pos, m->cfg.max_pos);
+    if (!m->stream) {
+        memcpy(dst, m->w.pos + (size_t)pos * C, (size_t)C * sizeof(float));
+        return 0;
+    }
+    return read_range(m->items[m->pos_i].t, (uint64_t)pos * C, (uint64_t)C, dst, 1);
+}
+
+const float *gr_model_head_rows(const gr_model *m, int v0, int n, float *buf, int threads)
+{
+    const size_t C = (size_t)m->cfg.hidden;
+    if (v0 < 0 || n < 1 || n > m->cfg.vocab - v0) {
+        gr_seterr(GR_EINVAL, "model: lm_head rows [%d, %lld) outside [0, %d)", v0,
+                  (long long)v0 + n, m->cfg.vocab);
+        return NULL;
+    }
+    if (!m->stream) return m->w.lm_head + (size_t)v0 * C;
+    if (read_range(m->items[m->head_i].t, (uint64_t)v0 * C, (uint64_t)n * C, buf, threads))
+        return NULL;
+    return buf;
 }

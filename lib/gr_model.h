@@ -1,6 +1,8 @@
 /* gr_model: decoder-only transformer checkpoints (llama, mistral, qwen2,
  * gpt2): config.json → architecture, and the weights converted to fp32 in the
- * layout the forward pass (gr_forward) multiplies with. */
+ * layout the forward pass (gr_forward) multiplies with: all at load
+ * (resident), or a layer / a chunk of rows at a time from the mapped files
+ * when the fp32 weights would exceed a memory budget (streaming). */
 #ifndef GR_MODEL_H
 #define GR_MODEL_H
 
@@ -67,6 +69,10 @@ typedef struct gr_layer_w {
     const float *wdown, *bdown; /* (C, I) */
 } gr_layer_w;
 
+/* What gr_model_weights returns. Resident models: every pointer set.
+ * Streaming models: only norm_w/norm_b (the others are NULL); their layers,
+ * embedding rows and lm_head rows come from gr_model_layer,
+ * gr_model_embed_row, gr_model_pos_row and gr_model_head_rows. */
 typedef struct gr_model_w {
     const float *embed;           /* (V, C) */
     const float *pos;             /* (max_pos, C) learned positions (gpt2), else NULL */
@@ -77,12 +83,33 @@ typedef struct gr_model_w {
 
 typedef struct gr_model gr_model;
 
+typedef enum {
+    GR_MODEL_AUTO,     /* stream when the fp32 weights exceed max_fp32_bytes (or
+                        * GRAFT_MODEL_STREAM=1 is set), else resident */
+    GR_MODEL_RESIDENT, /* every weight converted to fp32 once, at load */
+    GR_MODEL_STREAM    /* weights stay in the mapped files, converted when used */
+} gr_model_mode;
+
+typedef struct gr_model_opts {
+    gr_model_mode mode;
+    /* AUTO: the most fp32 weight bytes held resident; 0 = half of the
+     * machine's physical memory. */
+    uint64_t max_fp32_bytes;
+} gr_model_opts;
+
 /* Loads a checkpoint directory (config.json + model.safetensors, or shards
- * with model.safetensors.index.json) and converts every weight from
- * F32/F16/BF16/F64 to fp32. Every tensor the architecture needs must be
- * present with the expected shape. Returns NULL with gr_errmsg() naming the
- * file and tensor or field on failure. */
+ * with model.safetensors.index.json). Every tensor the architecture needs
+ * must be present with a float dtype (F32/F16/BF16/F64) and the expected
+ * shape: checked here, in both modes, before any weight is used. Resident:
+ * every weight is converted to fp32 now and the files are closed. Streaming:
+ * the files stay mapped (page cache, evictable) and weights are converted
+ * when used, a layer or a chunk of rows at a time, to the same fp32 values in
+ * the same layout, so a forward pass gives the same numbers in both modes.
+ * Returns NULL with gr_errmsg() naming the file and tensor or field on
+ * failure. gr_model_load(dir) is gr_model_load_opts(dir, NULL) (AUTO with the
+ * default budget). */
 gr_model *gr_model_load(const char *dir);
+gr_model *gr_model_load_opts(const char *dir, const gr_model_opts *opts);
 void gr_model_destroy(gr_model **m);
 
 const gr_model_cfg *gr_model_config(const gr_model *m);
@@ -90,5 +117,23 @@ const gr_model_w *gr_model_weights(const gr_model *m);
 
 /* Number of scalar weights (the tied lm_head counted once). */
 uint64_t gr_model_nparams(const gr_model *m);
+/* 1 when the weights are streamed, 0 when resident. */
+int gr_model_streaming(const gr_model *m);
+/* Floats a buffer for gr_model_layer must hold (the largest layer). */
+size_t gr_model_layer_floats(const gr_model *m);
+
+/* The weights of layer l. Resident: pointers into the model, buf unused (may
+ * be NULL). Streaming: converted into buf (gr_model_layer_floats floats),
+ * split over `threads` OpenMP threads; out points into buf, valid until buf
+ * is reused. 0, or an error code with gr_errmsg(). */
+int gr_model_layer(const gr_model *m, int l, float *buf, int threads, gr_layer_w *out);
+/* Row `token` of the embedding / row `pos` of the learned positions (gpt2;
+ * GR_EINVAL for a model without them) into dst (hidden floats). */
+int gr_model_embed_row(const gr_model *m, int token, float *dst);
+int gr_model_pos_row(const gr_model *m, int pos, float *dst);
+/* Rows [v0, v0+n) of lm_head (n, hidden): a pointer into the model when
+ * resident, else converted into buf (n * hidden floats) and buf returned.
+ * NULL with gr_errmsg() on failure. */
+const float *gr_model_head_rows(const gr_model *m, int v0, int n, float *buf, int threads);
 
 #endif

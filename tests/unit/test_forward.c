@@ -3,7 +3,10 @@
  * each other on long windows, and against an independent numpy reference
  * (tests/ref/forward_ref.py, itself first validated on the golden files) for
  * tied embeddings, qwen2 biases, llama3 rope scaling (both config forms),
- * sliding windows, bf16/f16 weights and sharded checkpoints. */
+ * sliding windows, bf16/f16 weights and sharded checkpoints. Every case
+ * also runs with the weights streamed (converted a layer at a time from the
+ * mapped files), which must meet the same tolerances and give bit-identical
+ * log-probs and logits to the resident model. */
 #include "gr_err.h"
 #include "gr_forward.h"
 #include "gr_json.h"
@@ -111,6 +114,56 @@ static int run_both(const gr_model *m, const golden *g, int threads, errs *fast,
     return rc;
 }
 
+static gr_model *load_mode(const char *dir, gr_model_mode mode)
+{
+    const gr_model_opts o = {.mode = mode};
+    gr_model *m = gr_model_load_opts(dir, &o);
+    if (!m) fprintf(stderr, "%s: %s\n", dir, gr_errmsg());
+    if (m && gr_model_streaming(m) != (mode == GR_MODEL_STREAM)) {
+        fprintf(stderr, "%s: loaded in the wrong mode\n", dir);
+        gr_model_destroy(&m);
+    }
+    return m;
+}
+
+/* The fast path (B sequences of T tokens, logits included) and the
+ * reference (first sequence) of a resident and a streamed model: every
+ * log-prob and logit must be bit-identical. */
+static void check_modes(const gr_model *mr, const gr_model *ms, const int32_t *tok, int B, int T,
+                        int threads, const char *name)
+{
+    const size_t V = (size_t)gr_model_config(mr)->vocab, nl = (size_t)B * T * V;
+    const size_t np = (size_t)B * (T - 1);
+    double *lp[2] = {calloc(np, sizeof(double)), calloc(np, sizeof(double))};
+    float *lg[2] = {calloc(nl, sizeof(float)), calloc(nl, sizeof(float))};
+    double *rp[2] = {calloc(np, sizeof(double)), calloc(np, sizeof(double))};
+    float *rg[2] = {calloc((size_t)T * V, sizeof(float)), calloc((size_t)T * V, sizeof(float))};
+    const gr_model *ms2[2] = {mr, ms};
+    int ok = 1;
+    for (int k = 0; k < 2; k++) {
+        gr_fwd *f = gr_fwd_new(ms2[k], B * T, threads);
+        ok &= f && gr_fwd_run(f, tok, B, T, 0, lg[k], lp[k]) == 0;
+        ok &= gr_fwd_ref(ms2[k], tok, T, rg[k], rp[k]) == 0;
+        gr_fwd_destroy(&f);
+    }
+    CHECK_MSG(ok, "%s: %s", name, gr_errmsg());
+    const int same_fast =
+        !memcmp(lp[0], lp[1], np * sizeof(double)) && !memcmp(lg[0], lg[1], nl * sizeof(float));
+    const int same_ref = !memcmp(rp[0], rp[1], (size_t)(T - 1) * sizeof(double)) &&
+                         !memcmp(rg[0], rg[1], (size_t)T * V * sizeof(float));
+    printf("%-18s threads %d: streamed == resident: fast %s, reference %s\n", name, threads,
+           same_fast ? "bit-identical" : "DIFFERENT", same_ref ? "bit-identical" : "DIFFERENT");
+    CHECK_MSG(ok && same_fast, "%s threads %d: streamed fast path differs from resident", name,
+              threads);
+    CHECK_MSG(ok && same_ref, "%s: streamed reference differs from resident", name);
+    for (int k = 0; k < 2; k++) {
+        free(lp[k]);
+        free(lg[k]);
+        free(rp[k]);
+        free(rg[k]);
+    }
+}
+
 static void check_golden(const char *name)
 {
     char dir[4096], path[4200];
@@ -118,23 +171,33 @@ static void check_golden(const char *name)
     snprintf(path, sizeof path, "%s/golden.json", dir);
     golden g;
     CHECK(golden_load(path, &g, NULL) == 0);
-    gr_model *m = gr_model_load(dir);
-    CHECK_MSG(m != NULL, "%s", gr_errmsg());
-    if (!m) return golden_free(&g);
-    for (int threads = 1; threads <= 2; threads++) {
-        errs fe, re;
-        CHECK(run_both(m, &g, threads, &fe, &re) == 0);
-        printf("%-18s threads %d: fast max|dNLL| %.3g mean %.3g logit %.3g; "
-               "ref max|dNLL| %.3g mean %.3g logit %.3g\n",
-               name, threads, fe.tok, fe.mean, fe.logit, re.tok, re.mean, re.logit);
-        CHECK_MSG(fe.tok <= TOK_TOL, "%s fast token NLL error %.3g", name, fe.tok);
-        CHECK_MSG(fe.mean <= MEAN_TOL, "%s fast mean NLL error %.3g", name, fe.mean);
-        CHECK_MSG(fe.logit <= 1e-4, "%s fast logit error %.3g", name, fe.logit);
-        CHECK_MSG(re.tok <= TOK_TOL, "%s ref token NLL error %.3g", name, re.tok);
-        CHECK_MSG(re.mean <= MEAN_TOL, "%s ref mean NLL error %.3g", name, re.mean);
-        CHECK_MSG(re.logit <= 1e-4, "%s ref logit error %.3g", name, re.logit);
+    gr_model *mr = load_mode(dir, GR_MODEL_RESIDENT), *ms = load_mode(dir, GR_MODEL_STREAM);
+    CHECK_MSG(mr && ms, "%s: %s", name, gr_errmsg());
+    if (!mr || !ms) {
+        gr_model_destroy(&mr);
+        gr_model_destroy(&ms);
+        return golden_free(&g);
     }
-    gr_model_destroy(&m);
+    for (int threads = 1; threads <= 2; threads++) {
+        for (int k = 0; k < 2; k++) {
+            const gr_model *m = k ? ms : mr;
+            const char *mode = k ? "streamed" : "resident";
+            errs fe, re;
+            CHECK(run_both(m, &g, threads, &fe, &re) == 0);
+            printf("%-18s %s threads %d: fast max|dNLL| %.3g mean %.3g logit %.3g; "
+                   "ref max|dNLL| %.3g mean %.3g logit %.3g\n",
+                   name, mode, threads, fe.tok, fe.mean, fe.logit, re.tok, re.mean, re.logit);
+            CHECK_MSG(fe.tok <= TOK_TOL, "%s %s fast token NLL error %.3g", name, mode, fe.tok);
+            CHECK_MSG(fe.mean <= MEAN_TOL, "%s %s fast mean NLL error %.3g", name, mode, fe.mean);
+            CHECK_MSG(fe.logit <= 1e-4, "%s %s fast logit error %.3g", name, mode, fe.logit);
+            CHECK_MSG(re.tok <= TOK_TOL, "%s %s ref token NLL error %.3g", name, mode, re.tok);
+            CHECK_MSG(re.mean <= MEAN_TOL, "%s %s ref mean NLL error %.3g", name, mode, re.mean);
+            CHECK_MSG(re.logit <= 1e-4, "%s %s ref logit error %.3g", name, mode, re.logit);
+        }
+        check_modes(mr, ms, g.ids, g.S, g.T, threads, name);
+    }
+    gr_model_destroy(&mr);
+    gr_model_destroy(&ms);
     golden_free(&g);
 }
 
@@ -149,7 +212,7 @@ static void test_golden(void)
  * attention blocks) against the reference loops on random tokens. */
 static void check_long(const char *dir, const char *name)
 {
-    gr_model *m = gr_model_load(dir);
+    gr_model *m = load_mode(dir, GR_MODEL_RESIDENT);
     CHECK_MSG(m != NULL, "%s", gr_errmsg());
     if (!m) return;
     const gr_model_cfg *c = gr_model_config(m);
@@ -182,6 +245,24 @@ static void check_long(const char *dir, const char *name)
     CHECK_MSG(perr <= 1e-5, "%s: partial run differs by %.3g", name, perr);
     CHECK(untouched);
     gr_fwd_destroy(&f);
+    /* the same runs with streamed weights: bit-identical, whole and partial */
+    gr_model *ms = load_mode(dir, GR_MODEL_STREAM);
+    CHECK(ms != NULL);
+    double *sfast = malloc(sizeof(double) * B * (T - 1)),
+           *spart = malloc(sizeof(double) * B * (T - 1));
+    for (int i = 0; i < B * (T - 1); i++) spart[i] = -12345.0;
+    gr_fwd *fs = ms ? gr_fwd_new(ms, B * T, 2) : NULL;
+    CHECK(fs && gr_fwd_run(fs, tok, B, T, 0, NULL, sfast) == 0);
+    CHECK(fs && gr_fwd_run(fs, tok, B, T, first, NULL, spart) == 0);
+    const int same = fs && !memcmp(sfast, fast, sizeof(double) * B * (T - 1)) &&
+                     !memcmp(spart, part, sizeof(double) * B * (T - 1));
+    printf("%-18s %d x %d tokens: streamed %s resident\n", name, B, T,
+           same ? "bit-identical to" : "DIFFERS from");
+    CHECK_MSG(same, "%s: streamed long windows differ from resident", name);
+    gr_fwd_destroy(&fs);
+    gr_model_destroy(&ms);
+    free(sfast);
+    free(spart);
     free(tok);
     free(fast);
     free(ref);
@@ -197,27 +278,31 @@ static void test_long_windows(void)
 
 static void test_bad_input(void)
 {
-    gr_model *m = gr_model_load(fixture("golden/llama-gqa"));
-    CHECK(m != NULL);
-    if (!m) return;
-    gr_fwd *f = gr_fwd_new(m, 512, 1);
-    int32_t tok[300] = {0};
-    double lp[600];
-    tok[5] = 160; /* vocab is 160 */
-    CHECK(gr_fwd_run(f, tok, 1, 10, 0, NULL, lp) == GR_EINVAL);
-    CHECK_CONTAINS(gr_errmsg(), "token 160 at index 5");
-    tok[5] = -1;
-    CHECK(gr_fwd_ref(m, tok, 10, NULL, lp) == GR_EINVAL);
-    tok[5] = 3;
-    CHECK(gr_fwd_run(f, tok, 1, 257, 0, NULL, lp) == GR_EINVAL); /* max_position_embeddings 256 */
-    CHECK_CONTAINS(gr_errmsg(), "256 positions");
-    CHECK(gr_fwd_ref(m, tok, 257, NULL, lp) == GR_EINVAL);
-    CHECK(gr_fwd_run(f, tok, 3, 200, 0, NULL, lp) == GR_EINVAL); /* 600 rows > 512 */
-    CHECK(gr_fwd_run(f, tok, 1, 1, 0, NULL, lp) == GR_EINVAL);
-    CHECK(gr_fwd_run(f, tok, 1, 10, 9, NULL, lp) == GR_EINVAL);
-    gr_fwd_destroy(&f);
-    gr_fwd_destroy(&f); /* NULL-safe */
-    gr_model_destroy(&m);
+    for (int k = 0; k < 2; k++) {
+        gr_model *m =
+            load_mode(fixture("golden/llama-gqa"), k ? GR_MODEL_STREAM : GR_MODEL_RESIDENT);
+        CHECK(m != NULL);
+        if (!m) return;
+        gr_fwd *f = gr_fwd_new(m, 512, 1);
+        int32_t tok[300] = {0};
+        double lp[600];
+        tok[5] = 160; /* vocab is 160 */
+        CHECK(gr_fwd_run(f, tok, 1, 10, 0, NULL, lp) == GR_EINVAL);
+        CHECK_CONTAINS(gr_errmsg(), "token 160 at index 5");
+        tok[5] = -1;
+        CHECK(gr_fwd_ref(m, tok, 10, NULL, lp) == GR_EINVAL);
+        tok[5] = 3;
+        CHECK(gr_fwd_run(f, tok, 1, 257, 0, NULL, lp) ==
+              GR_EINVAL); /* max_position_embeddings 256 */
+        CHECK_CONTAINS(gr_errmsg(), "256 positions");
+        CHECK(gr_fwd_ref(m, tok, 257, NULL, lp) == GR_EINVAL);
+        CHECK(gr_fwd_run(f, tok, 3, 200, 0, NULL, lp) == GR_EINVAL); /* 600 rows > 512 */
+        CHECK(gr_fwd_run(f, tok, 1, 1, 0, NULL, lp) == GR_EINVAL);
+        CHECK(gr_fwd_run(f, tok, 1, 10, 9, NULL, lp) == GR_EINVAL);
+        gr_fwd_destroy(&f);
+        gr_fwd_destroy(&f); /* NULL-safe */
+        gr_model_destroy(&m);
+    }
 }
 
 /* ---- variants against the numpy reference ---- */
@@ -311,6 +396,10 @@ static void test_variants(void)
                 CHECK_MSG(moved > 1e-3, "variant %s does not change the predictions (%.3g)", kind,
                           moved);
             if (!strncmp(kind, "llama3", 6)) llama3_mean[kind[6] != 0] = r.mean;
+            gr_model *ms = load_mode(dir, GR_MODEL_STREAM);
+            CHECK_MSG(ms != NULL, "variant %s streamed: %s", kind, gr_errmsg());
+            if (ms) check_modes(m, ms, r.ids, r.S, r.T, 2, kind);
+            gr_model_destroy(&ms);
             if (!strcmp(kind, "mistral-swa") || !strcmp(kind, "qwen2")) check_long(dir, kind);
             gr_model_destroy(&m);
         }

@@ -24,6 +24,9 @@ static const gr_param evaluate_params[] = {
     {"stride", GR_P_INT, 0, "tokens between window starts (default seq_len)"},
     {"batch", GR_P_INT, 0, "windows per forward pass (default max(1, 2048 / seq_len))"},
     {"limit", GR_P_INT, 0, "evaluate only the first N windows or items"},
+    {"max_memory_mb", GR_P_INT, 0, "perplexity, choice: most MB of fp32 weights held in memory "
+                                   "(default half of RAM); a larger model streams its weights, "
+                                   "a layer at a time"},
     {"shard", GR_P_STR, 0, "i/n: evaluate the i-th of n slices (join them with task: combine)"},
     {"inputs", GR_P_INPUTS, 0, "combine: the shard stages (or result.json files) to join"},
     /* classify (train/eval_classify.c): which rows of a CSV data set, transformed how */
