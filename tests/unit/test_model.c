@@ -335,7 +335,9 @@ static void test_load_errors(void)
  * gpt2's Conv1D [in, out] is transposed. */
 static void test_layout(void)
 {
-    gr_model *m = gr_model_load(fixture("golden/llama-gqa"));
+    /* resident whatever GRAFT_MODEL_STREAM says: this reads the fp32 arena */
+    const gr_model_opts res = {.mode = GR_MODEL_RESIDENT};
+    gr_model *m = gr_model_load_opts(fixture("golden/llama-gqa"), &res);
     gr_ckpt *ck = gr_ckpt_open(fixture("golden/llama-gqa"));
     CHECK(m && ck);
     if (!m || !ck) goto gpt2;
@@ -364,7 +366,7 @@ static void test_layout(void)
 gpt2:
     gr_model_destroy(&m);
     gr_ckpt_close(&ck);
-    m = gr_model_load(fixture("golden/gpt2"));
+    m = gr_model_load_opts(fixture("golden/gpt2"), &res);
     ck = gr_ckpt_open(fixture("golden/gpt2"));
     CHECK(m && ck);
     if (!m || !ck) goto done;
