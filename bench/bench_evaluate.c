@@ -22,6 +22,7 @@
 #include "gr_model.h"
 #include "gr_rng.h"
 #include "gr_st.h"
+#include "../tests/unit/th_rss.h"
 
 #include <cblas.h>
 #include <malloc.h>
@@ -183,52 +184,17 @@ static int run_graft(const gr_model *m, const int32_t *ids, int T, int B, int W,
     return rc;
 }
 
-static long rss_anon_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "RssAnon:", 8)) {
-            kb = atol(line + 8);
-            break;
-        }
-    fclose(f);
-    return kb;
-}
-
-static atomic_long peak_kb;
-static atomic_int sampling;
-
-static void *sampler(void *arg)
-{
-    (void)arg;
-    while (atomic_load(&sampling)) {
-        long kb = rss_anon_kb();
-        if (kb > atomic_load(&peak_kb)) atomic_store(&peak_kb, kb);
-        usleep(1000);
-    }
-    return NULL;
-}
-
 /* Loads dir in `mode`, runs the windows, and reports the peak RssAnon above
  * the level before the load (MB) in *mb. */
 static int run_mode(const char *dir, gr_model_mode mode, const int32_t *ids, int T, int B, int W,
                     int threads, run *out, double *mb)
 {
-    const long base = rss_anon_kb();
-    atomic_store(&peak_kb, base);
-    atomic_store(&sampling, 1);
-    pthread_t th;
-    if (pthread_create(&th, NULL, sampler, NULL)) return GR_ENOMEM;
+    th_peak pk;
+    if (th_peak_start(&pk)) return GR_ENOMEM;
     const gr_model_opts o = {.mode = mode};
     gr_model *m = gr_model_load_opts(dir, &o);
     int rc = m ? run_graft(m, ids, T, B, W, threads, out) : gr_errcode();
-    usleep(3000);
-    atomic_store(&sampling, 0);
-    pthread_join(th, NULL);
-    *mb = (double)(atomic_load(&peak_kb) - base) / 1024.0;
+    *mb = th_peak_stop(&pk);
     gr_model_destroy(&m);
     return rc;
 }

@@ -13,6 +13,7 @@
 #include "gr_model.h"
 #include "gr_st.h"
 #include "gr_test.h"
+#include "th_rss.h"
 
 #include <malloc.h>
 #include <pthread.h>
@@ -141,48 +142,14 @@ static void rm_dir(const char *dir)
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
 }
 
-/* ---- RssAnon sampling: a thread reads /proc/self/status every ms ---- */
-
-static long rss_anon_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "RssAnon:", 8)) {
-            kb = atol(line + 8);
-            break;
-        }
-    fclose(f);
-    return kb;
-}
-
-static atomic_long peak_kb;
-static atomic_int sampling;
-
-static void *sampler(void *arg)
-{
-    (void)arg;
-    while (atomic_load(&sampling)) {
-        long kb = rss_anon_kb();
-        if (kb > atomic_load(&peak_kb)) atomic_store(&peak_kb, kb);
-        usleep(1000);
-    }
-    return NULL;
-}
-
 /* Loads dir in `mode` under `budget` bytes, runs one forward pass (logits
  * and log-probs of B sequences of T tokens, 2 threads) and returns the peak
  * RssAnon above the level before the load, in MB (-1 on failure). */
 static double measure(const char *dir, gr_model_mode mode, uint64_t budget, const int32_t *tok,
                       int B, int T, float *logits, double *logp, int *streamed, double *secs)
 {
-    const long base = rss_anon_kb();
-    atomic_store(&peak_kb, base);
-    atomic_store(&sampling, 1);
-    pthread_t th;
-    if (pthread_create(&th, NULL, sampler, NULL)) return -1;
+    th_peak pk;
+    if (th_peak_start(&pk)) return -1;
     const double t0 = now_s();
     const gr_model_opts o = {.mode = mode, .max_fp32_bytes = budget};
     gr_model *m = gr_model_load_opts(dir, &o);
@@ -191,12 +158,10 @@ static double measure(const char *dir, gr_model_mode mode, uint64_t budget, cons
     if (rc) fprintf(stderr, "%s: %s\n", dir, gr_errmsg());
     *secs = now_s() - t0;
     *streamed = m ? gr_model_streaming(m) : -1;
-    usleep(3000); /* a last sample or two with everything still allocated */
-    atomic_store(&sampling, 0);
-    pthread_join(th, NULL);
+    double mb = th_peak_stop(&pk);
     gr_fwd_destroy(&f);
     gr_model_destroy(&m);
-    return rc ? -1 : (double)(atomic_load(&peak_kb) - base) / 1024.0;
+    return rc ? -1 : mb;
 }
 
 static void test_memory(void)

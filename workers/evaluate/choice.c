@@ -26,23 +26,6 @@ static int choice_finish(const gr_eval_sums *s, gr_buf *b)
     return b->oom ? gr_seterr(GR_ENOMEM, "out of memory") : 0;
 }
 
-/* Loads the model under the max_memory_mb budget: resident when its fp32
- * weights fit, else streamed a layer at a time (same results). */
-static gr_model *load_model(gr_op_ctx *ctx, const char *mpath)
-{
-    int64_t mb;
-    if (gr_op_int(ctx, "max_memory_mb", 0, &mb)) return NULL;
-    if (mb < 0 || mb > ((int64_t)1 << 40)) {
-        gr_seterr(GR_EINVAL,
-                  "evaluate: max_memory_mb must be in [0, 2^40] (0: half of the machine's "
-                  "memory; is %lld)",
-                  (long long)mb);
-        return NULL;
-    }
-    const gr_model_opts o = {.mode = GR_MODEL_AUTO, .max_fp32_bytes = (uint64_t)mb << 20};
-    return gr_model_load_opts(mpath, &o);
-}
-
 static int choice_run(gr_op_ctx *ctx)
 {
     const char *mpath, *dpath;
@@ -58,7 +41,7 @@ static int choice_run(gr_op_ctx *ctx)
         (rc = gr_op_int(ctx, "limit", 0, &limit)) || (rc = gr_eval_shard(ctx, &si, &sn)))
         return rc;
     if (limit < 0) return gr_seterr(GR_EINVAL, "evaluate: limit must be >= 0");
-    if (!(m = load_model(ctx, mpath))) return gr_errcode();
+    if (!(m = gr_eval_load_model(ctx, mpath))) return gr_errcode();
     const gr_model_cfg *c = gr_model_config(m);
     if (!(ch = gr_choices_open(dpath, (uint32_t)c->vocab))) {
         rc = gr_errcode();

@@ -4,6 +4,7 @@
 #include "evaluate/gr_evaluate.h"
 #include "gr_fs.h"
 #include "gr_jsonb.h"
+#include "gr_model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,24 @@
 #include <string.h>
 
 // clang-format off
+
+/* Loads the model under the max_memory_mb budget: resident when its fp32
+ * weights fit, else streamed a layer at a time (same results). */
+gr_model *gr_eval_load_model(gr_op_ctx *ctx, const char *mpath)
+{
+    int64_t mb;
+    if (gr_op_int(ctx, "max_memory_mb", 0, &mb)) return NULL;
+    if (mb < 0 || mb > ((int64_t)1 << 40)) {
+        gr_seterr(GR_EINVAL,
+                  "evaluate: max_memory_mb must be in [0, 2^40] (0: half of the machine's "
+                  "memory; is %lld)",
+                  (long long)mb);
+        return NULL;
+    }
+    const gr_model_opts o = {.mode = GR_MODEL_AUTO, .max_fp32_bytes = (uint64_t)mb << 20};
+    return gr_model_load_opts(mpath, &o);
+}
+
 /* Every parameter of every task (the pipeline layer learns from this table
  * which parameters are inputs); each task accepts only its own subset. */
 static const gr_param evaluate_params[] = {

@@ -32,6 +32,13 @@
 
 extern const gr_op gr_op_evaluate;
 
+/* Loads the checkpoint at mpath under the task's max_memory_mb budget:
+ * resident when its fp32 weights fit, else streamed a layer at a time (same
+ * results). NULL with gr_errmsg() set on a bad budget or checkpoint. */
+typedef struct gr_model gr_model; /* gr_model.h (not included: its gr_act
+                                   * differs from gr_mlp.h's) */
+gr_model *gr_eval_load_model(gr_op_ctx *ctx, const char *mpath);
+
 /* Additive quantities of one evaluation (e.g. nll, tokens; correct, n). */
 typedef struct gr_eval_sums {
     int n;

@@ -63,23 +63,6 @@ static int ppl_finish(const gr_eval_sums *s, gr_buf *b)
     return b->oom ? gr_seterr(GR_ENOMEM, "out of memory") : 0;
 }
 
-/* Loads the model under the max_memory_mb budget: resident when its fp32
- * weights fit, else streamed a layer at a time (same results). */
-static gr_model *load_model(gr_op_ctx *ctx, const char *mpath)
-{
-    int64_t mb;
-    if (gr_op_int(ctx, "max_memory_mb", 0, &mb)) return NULL;
-    if (mb < 0 || mb > ((int64_t)1 << 40)) {
-        gr_seterr(GR_EINVAL,
-                  "evaluate: max_memory_mb must be in [0, 2^40] (0: half of the machine's "
-                  "memory; is %lld)",
-                  (long long)mb);
-        return NULL;
-    }
-    const gr_model_opts o = {.mode = GR_MODEL_AUTO, .max_fp32_bytes = (uint64_t)mb << 20};
-    return gr_model_load_opts(mpath, &o);
-}
-
 static int ppl_run(gr_op_ctx *ctx)
 {
     const char *mpath, *dpath, *tdt;
@@ -99,7 +82,7 @@ static int ppl_run(gr_op_ctx *ctx)
     if (strcmp(tdt, "uint16") && strcmp(tdt, "uint32"))
         return gr_seterr(GR_EINVAL, "evaluate: token_dtype must be uint16 or uint32 (is '%.32s')",
                          tdt);
-    if (!(m = load_model(ctx, mpath))) return gr_errcode();
+    if (!(m = gr_eval_load_model(ctx, mpath))) return gr_errcode();
     const gr_model_cfg *c = gr_model_config(m);
     if ((rc = window_params(ctx, c, mpath, &seq_len, &stride, &batch, &limit))) goto done;
     if (!(tok = gr_tokens_open(dpath, tdt, (uint32_t)c->vocab))) {
