@@ -355,11 +355,34 @@ static void print_profile(const th_redis *rr, const char *phase)
     if (x) freeReplyObject(x);
 }
 
+/* Redis AOF rewrites so far, after waiting (up to 2 minutes) for one that
+ * runs or is scheduled to end: a rewrite forks a child that competes for the
+ * two cores for seconds, which latency figures should not mix in unsaid. */
+static long long aof_settle(const th_redis *R)
+{
+    int64_t until = th_now_ms() + 120000;
+    long long rewrites = -1;
+    for (;;) {
+        redisReply *p = th_redis_cmd(R, "INFO persistence");
+        const char *t = p && p->type == REDIS_REPLY_STRING ? p->str : "";
+        const char *a = strstr(t, "aof_rewrite_in_progress:");
+        const char *b = strstr(t, "aof_rewrite_scheduled:");
+        const char *c = strstr(t, "aof_rewrites:");
+        int busy = (a && atoi(a + 24)) || (b && atoi(b + 22));
+        if (c) rewrites = atoll(c + 13);
+        if (p) freeReplyObject(p);
+        if (!busy || th_now_ms() > until) break;
+        th_sleep_ms(100);
+    }
+    return rewrites;
+}
+
 /* Latency at a given load: 4-stage noop jobs submitted at rate stages/s
  * for secs seconds; p50/p99/max of enqueue -> worker receives. */
 typedef struct latres {
     double offered, p50, p99, max;
     size_t n;
+    long long rewrites; /* AOF rewrites that started during the phase */
 } latres;
 
 static int lat_phase(const th_redis *R, pid_t bpid, th_peer *cl, bworker_t *ws, int nworkers,
@@ -367,6 +390,7 @@ static int lat_phase(const th_redis *R, pid_t bpid, th_peer *cl, bworker_t *ws, 
 {
     int per = 4; /* stages per submitted job */
     double interval_ms = per * 1000.0 / (rate > 1 ? rate : 1);
+    long long rw0 = aof_settle(R);
     char *small = pipeline_yaml(per, "lat");
     char err[512];
     for (int i = 0; i < nworkers; i++) {
@@ -414,6 +438,14 @@ static int lat_phase(const th_redis *R, pid_t bpid, th_peer *cl, bworker_t *ws, 
                     .p99 = (double)all[(size_t)((double)nl * 0.99)],
                     .max = (double)all[nl - 1],
                     .n = nl};
+    {
+        redisReply *p = th_redis_cmd(R, "INFO persistence");
+        const char *c = p && p->type == REDIS_REPLY_STRING ? strstr(p->str, "aof_rewrites:") : NULL;
+        const char *a =
+            p && p->type == REDIS_REPLY_STRING ? strstr(p->str, "aof_rewrite_in_progress:") : NULL;
+        out->rewrites = c && rw0 >= 0 ? atoll(c + 13) - rw0 + (a && atoi(a + 24)) : 0;
+        if (p) freeReplyObject(p);
+    }
     free(all);
     return 0;
 }
@@ -580,46 +612,28 @@ int main(int argc, char **argv)
 
     if (getenv("GRAFT_BENCH_PROFILE")) print_profile(&R, "throughput jobs");
     /* ---- latency at about half the best rate ---- */
-    {
-        /* The throughput jobs grew the AOF past Redis's rewrite threshold: a
-         * rewrite forks a child that competes for the two cores for seconds.
-         * Latency is measured once it is over (and the count reported). */
-        int64_t until = th_now_ms() + 120000;
-        long long rewrites = -1;
-        for (;;) {
-            redisReply *p = th_redis_cmd(&R, "INFO persistence");
-            const char *t = p && p->type == REDIS_REPLY_STRING ? p->str : "";
-            const char *a = strstr(t, "aof_rewrite_in_progress:");
-            const char *b = strstr(t, "aof_rewrite_scheduled:");
-            const char *c = strstr(t, "aof_rewrites:");
-            int busy = (a && atoi(a + 24)) || (b && atoi(b + 22));
-            if (c) rewrites = atoll(c + 13);
-            if (p) freeReplyObject(p);
-            if (!busy || th_now_ms() > until) break;
-            th_sleep_ms(100);
-        }
-        if (rewrites >= 0)
-            printf("  redis AOF rewrites so far: %lld (latency is measured after them)\n",
-                   rewrites);
-    }
     double half = lat_rate > 0 ? lat_rate : best / 2;
     latres L;
     if (lat_phase(&R, bpid, &cl, ws, nworkers, half, half_s, 1, &L) == 0)
         printf("  latency at %.0f stages/s offered (%s %.0f): enqueue->worker receives p50 "
-               "%.0f us, p99 %.0f us, max %.0f us (%zu stages)\n",
-               L.offered, lat_rate > 0 ? "set; best" : "half of", best, L.p50, L.p99, L.max, L.n);
+               "%.0f us, p99 %.0f us, max %.0f us (%zu stages)%s\n",
+               L.offered, lat_rate > 0 ? "set; best" : "half of", best, L.p50, L.p99, L.max, L.n,
+               L.rewrites ? "; a Redis AOF rewrite ran meanwhile" : "");
     if (sweep_svg) {
         /* latency against load, from a tenth of the best rate to 0.8 of it */
         static const double frac[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8};
         enum { NF = sizeof frac / sizeof frac[0] };
         double x[NF], y50[NF], y99[NF];
+        const char *note[NF];
         size_t np = 0;
         printf("  latency sweep (%d s each): offered stages/s, p50 us, p99 us\n", half_s);
         for (size_t i = 0; i < NF; i++) {
             if (lat_phase(&R, bpid, &cl, ws, nworkers, best * frac[i], half_s, 0, &L)) break;
-            printf("    %.0f (%.1f of best)  %.0f  %.0f\n", L.offered, frac[i], L.p50, L.p99);
+            printf("    %.0f (%.1f of best)  %.0f  %.0f%s\n", L.offered, frac[i], L.p50, L.p99,
+                   L.rewrites ? "  (a Redis AOF rewrite ran meanwhile)" : "");
             x[np] = L.offered;
             y50[np] = L.p50 / 1000;
+            note[np] = L.rewrites ? "AOF rewrite" : NULL;
             y99[np++] = L.p99 / 1000;
         }
         gr_svg_plot *pl = gr_svg_new(720, 440);
@@ -630,6 +644,8 @@ int main(int argc, char **argv)
                 t = x[j], x[j] = x[j - 1], x[j - 1] = t;
                 t = y50[j], y50[j] = y50[j - 1], y50[j - 1] = t;
                 t = y99[j], y99[j] = y99[j - 1], y99[j - 1] = t;
+                const char *n = note[j];
+                note[j] = note[j - 1], note[j - 1] = n;
             }
         char title[160], half_lbl[64];
         snprintf(title, sizeof title,
@@ -642,6 +658,7 @@ int main(int argc, char **argv)
             int s0 = gr_svg_line(pl, "p50", x, y50, np);
             if (s0 >= 0) gr_svg_series_markers(pl, s0, 3);
             if (s1 >= 0) gr_svg_series_markers(pl, s1, 3);
+            if (s1 >= 0 && np) gr_svg_point_labels(pl, s1, note, np);
             gr_svg_hline(pl, 2.0, "aim: p99 2 ms");
             gr_svg_vline(pl, best / 2, half_lbl);
             if (gr_svg_save(pl, sweep_svg))
