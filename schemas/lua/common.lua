@@ -45,7 +45,8 @@ end
 -- Counter increments (job state counts, metrics) are gathered while the
 -- script runs and applied once per key and field: by flush_counts(), which
 -- runs when the script ends (the build wraps every script, see
--- broker/embed_lua.cmake) and before anything reads the counters. A batch of
+-- broker/embed_lua.cmake); maybe_finish, the one reader of the counts inside
+-- a script, adds what is still to be applied to what it reads. A batch of
 -- 1000 stages of one job moved from blocked to ready costs 2 HINCRBYs, not
 -- 2000, and a worker's DONE plus its next lease from the same job leaves
 -- n_running as it is without a command. Scripts are atomic: no reader sees
@@ -132,15 +133,16 @@ local function add_batched(batch)
   for op, pairs_ in pairs(batch) do call_many('ZADD', P .. 'ready:' .. op, pairs_) end
 end
 
--- When every stage has reached a final state: the job's final state, its
--- retention and its removal from the active set. Returns the final state or
--- false.
 -- jid -> {cancel_requested, state} as this script last read or wrote them:
 -- a DONE that leases the worker the next stage of the same job reads the
 -- job hash once, not twice
 local job_flags = {}
 
 local FINAL_COUNTS = {'n_done', 'n_cached', 'n_failed', 'n_cancelled', 'n_skipped'}
+
+-- When every stage has reached a final state: the job's final state, its
+-- retention and its removal from the active set. Returns the final state or
+-- false.
 local function maybe_finish(jid)
   local jk = jkey(jid)
   local v = redis.call('HMGET', jk, 'nstages', 'n_done', 'n_cached', 'n_failed', 'n_cancelled',
