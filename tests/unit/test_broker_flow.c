@@ -397,6 +397,68 @@ static void test_memo_store(void)
     }
 }
 
+/* A job bigger than one submission chunk (2,000 stages) with more roots than
+ * one resolution batch (1,000): 2,600 roots, then 1,900 stages that each take
+ * two roots from different chunks. Every stage runs exactly once, never
+ * before its inputs, and the job's per-state counts add up. */
+#define BIG_ROOTS 2600
+#define BIG_DEPS  1900
+static void test_big_job(void)
+{
+    gr_buf y = {0};
+    gr_buf_puts(&y, "name: big\nstages:\n");
+    for (int i = 0; i < BIG_ROOTS; i++) gr_buf_printf(&y, "  r%d: {op: noop}\n", i);
+    for (int i = 0; i < BIG_DEPS; i++)
+        gr_buf_printf(&y, "  d%d: {op: noop, inputs: [r%d, r%d]}\n", i, i, BIG_ROOTS - 1 - i);
+    th_peer cl = th_connect(Z, B.endpoint), w = th_connect(Z, B.endpoint);
+    th_ready(&w, "w-big", "[\"noop\"]", NULL, 0);
+    char err[512];
+    const char *j = th_submit(&cl, y.data, 1, err, sizeof err);
+    gr_buf_free(&y);
+    CHECK_MSG(j, "submit: %s", err);
+    if (!j) return;
+    char jid[64];
+    snprintf(jid, sizeof jid, "%s", j);
+    static unsigned char ran_r[BIG_ROOTS], ran_d[BIG_DEPS];
+    memset(ran_r, 0, sizeof ran_r);
+    memset(ran_d, 0, sizeof ran_d);
+    int n = 0, twice = 0, early = 0;
+    gr_wire_msg m = {0};
+    int64_t end = th_now_ms() + 120000;
+    while (n < BIG_ROOTS + BIG_DEPS && th_now_ms() < end) {
+        if (th_recv(&w, GR_WIRE_TO_WORKER, &m, 1000) != 0 || m.cmd != GR_CMD_TASK) continue;
+        const char *sid = gr_json_get_str(m.body, "stage", "");
+        int k = atoi(sid + 1);
+        if (sid[0] == 'r' && k >= 0 && k < BIG_ROOTS) {
+            twice += ran_r[k]++ > 0;
+        } else if (sid[0] == 'd' && k >= 0 && k < BIG_DEPS) {
+            twice += ran_d[k]++ > 0;
+            early += !ran_r[k] || !ran_r[BIG_ROOTS - 1 - k];
+        }
+        n++;
+        th_done(&w, &m, NULL, NULL);
+    }
+    gr_wire_msg_clear(&m);
+    CHECK_MSG(n == BIG_ROOTS + BIG_DEPS && !twice && !early, "%d tasks, %d twice, %d early", n,
+              twice, early);
+    gr_json *st = th_wait_job(&cl, jid, 20000);
+    CHECK(st && !strcmp(gr_json_get_str(st, "state", ""), "done"));
+    const gr_json *stages = gr_json_get(st, "stages");
+    CHECK(stages && stages->len == BIG_ROOTS + BIG_DEPS);
+    gr_json_free(st);
+    redisReply *r =
+        th_redis_cmd(&R, "HMGET graft-t:job:%s nstages n_blocked n_ready n_running n_done", jid);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 5);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
+        CHECK_EQ_INT(atoll(r->element[0]->str), BIG_ROOTS + BIG_DEPS);
+        for (int i = 1; i < 4; i++) CHECK_EQ_INT(atoll(r->element[i]->str), 0);
+        CHECK_EQ_INT(atoll(r->element[4]->str), BIG_ROOTS + BIG_DEPS);
+    }
+    if (r) freeReplyObject(r);
+    th_close(&w);
+    th_close(&cl);
+}
+
 int main(void)
 {
     gr_log_set_level(getenv("GRAFT_TEST_LOG") ? GR_LOG_DEBUG : GR_LOG_ERROR);
@@ -421,6 +483,7 @@ int main(void)
     RUN(test_priority_order);
     RUN(test_watch_list_workers);
     RUN(test_memo_store);
+    RUN(test_big_job);
     th_broker_stop(&B);
     zmq_ctx_term(Z);
     th_redis_cleanup(&R);
