@@ -22,6 +22,7 @@
 #include "gr_model.h"
 #include "gr_rng.h"
 #include "gr_st.h"
+#include "../tests/unit/th_llama.h"
 #include "../tests/unit/th_rss.h"
 
 #include <cblas.h>
@@ -52,46 +53,12 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-typedef struct spec {
-    char name[96];
-    int64_t rows, cols; /* cols 0: a vector */
-    int ones;           /* norm weights */
-} spec;
-
-static size_t specs(spec *s)
-{
-    size_t n = 0;
-#define ADD(r, c, o, ...)                                                                          \
-    do {                                                                                           \
-        snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__);                                        \
-        s[n].rows = r;                                                                             \
-        s[n].cols = c;                                                                             \
-        s[n].ones = o;                                                                             \
-        n++;                                                                                       \
-    } while (0)
-    ADD(VOCAB, HIDDEN, 0, "model.embed_tokens.weight");
-    for (int l = 0; l < LAYERS; l++) {
-        ADD(HIDDEN, 0, 1, "model.layers.%d.input_layernorm.weight", l);
-        ADD(HEADS * HDIM, HIDDEN, 0, "model.layers.%d.self_attn.q_proj.weight", l);
-        ADD(KVHEADS * HDIM, HIDDEN, 0, "model.layers.%d.self_attn.k_proj.weight", l);
-        ADD(KVHEADS * HDIM, HIDDEN, 0, "model.layers.%d.self_attn.v_proj.weight", l);
-        ADD(HIDDEN, HEADS * HDIM, 0, "model.layers.%d.self_attn.o_proj.weight", l);
-        ADD(HIDDEN, 0, 1, "model.layers.%d.post_attention_layernorm.weight", l);
-        ADD(INTER, HIDDEN, 0, "model.layers.%d.mlp.gate_proj.weight", l);
-        ADD(INTER, HIDDEN, 0, "model.layers.%d.mlp.up_proj.weight", l);
-        ADD(HIDDEN, INTER, 0, "model.layers.%d.mlp.down_proj.weight", l);
-    }
-    ADD(HIDDEN, 0, 1, "model.norm.weight");
-    ADD(VOCAB, HIDDEN, 0, "lm_head.weight");
-#undef ADD
-    return n;
-}
-
 /* Writes config.json and model.safetensors of the random model into dir. */
 static int write_model(const char *dir)
 {
-    static spec s[16 + 9 * LAYERS];
-    const size_t n = specs(s);
+    static th_tensor_spec s[TH_LLAMA_NSPECS(LAYERS)];
+    const th_llama_dims d = {VOCAB, HIDDEN, INTER, LAYERS, HEADS, KVHEADS, HDIM};
+    const size_t n = th_llama_specs(&d, s);
     gr_stw *w = gr_stw_new(dir, 0);
     float *buf = malloc((size_t)VOCAB * HIDDEN * sizeof *buf);
     int rc = !w || !buf ? gr_errcode() ? gr_errcode() : GR_ENOMEM : 0;
@@ -105,7 +72,7 @@ static int write_model(const char *dir)
         const uint64_t key = gr_rng_key(1, s[i].name, 0);
         for (size_t e = 0; e < cnt; e++) /* uniform with standard deviation WSCALE */
             buf[e] =
-                s[i].ones ? 1.0f : (float)((gr_rng_uniform(key, e) - 0.5) * sqrt(12.0) * WSCALE);
+                s[i].cols ? (float)((gr_rng_uniform(key, e) - 0.5) * sqrt(12.0) * WSCALE) : 1.0f;
         rc = gr_stw_write_f32(w, buf, cnt);
     }
     if (!rc) rc = gr_stw_finish(w);

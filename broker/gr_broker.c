@@ -847,17 +847,26 @@ static void on_ready(void *ud, redisReply *r)
     ctx_free(c);
 }
 
-/* Records w in Redis (ready.lua); when it names a task, the attempt is
- * re-adopted or, if no longer its, cancelled at the worker (on_ready). */
-static void worker_register(gr_broker *b, bworker *w)
+/* A callback context naming worker w and the task it runs: s1 = its id,
+ * s2 = "jid:sid" or NULL, i1 = the attempt. NULL when out of memory. */
+static cbctx *worker_ctx(gr_broker *b, const bworker *w)
 {
     cbctx *c = ctx_new(b, NULL);
     if (!c || !(c->s1 = strdup(w->wid))) {
         ctx_free(c);
-        return;
+        return NULL;
     }
     c->s2 = w->task ? strdup(w->task) : NULL;
     c->i1 = w->attempt;
+    return c;
+}
+
+/* Records w in Redis (ready.lua); when it names a task, the attempt is
+ * re-adopted or, if no longer its, cancelled at the worker (on_ready). */
+static void worker_register(gr_broker *b, bworker *w)
+{
+    cbctx *c = worker_ctx(b, w);
+    if (!c) return;
     gr_rargs a = {0};
     script_args(b, &a);
     gr_rargs_str(&a, w->wid);
@@ -951,13 +960,8 @@ static void renew(gr_broker *b, bworker *w, int64_t rss)
     /* write at most twice per interval (leases are several intervals long) */
     if (now - w->last_hb_write < b->o.heartbeat_ms / 2 || !gr_rconn_up(b->rc)) return;
     w->last_hb_write = now;
-    cbctx *c = ctx_new(b, NULL);
-    if (!c || !(c->s1 = strdup(w->wid))) {
-        ctx_free(c);
-        return;
-    }
-    c->s2 = w->task ? strdup(w->task) : NULL;
-    c->i1 = w->attempt;
+    cbctx *c = worker_ctx(b, w);
+    if (!c) return;
     gr_rargs a = {0};
     script_args(b, &a);
     gr_rargs_str(&a, w->wid);

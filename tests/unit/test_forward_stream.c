@@ -13,6 +13,7 @@
 #include "gr_model.h"
 #include "gr_st.h"
 #include "gr_test.h"
+#include "th_llama.h"
 #include "th_rss.h"
 
 #include <malloc.h>
@@ -25,9 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct dims {
-    int vocab, hidden, inter, layers, heads, kv_heads, head_dim;
-} dims;
+typedef th_llama_dims dims;
 
 /* How write_llama spoils one tensor (name NULL: none). */
 typedef struct spoil {
@@ -42,47 +41,13 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-typedef struct tspec {
-    char name[96];
-    int64_t rows, cols; /* cols 0: a vector */
-} tspec;
-
-static size_t llama_specs(const dims *d, tspec *s)
-{
-    size_t n = 0;
-#define ADD(r, c, ...)                                                                             \
-    do {                                                                                           \
-        snprintf(s[n].name, sizeof s[n].name, __VA_ARGS__);                                        \
-        s[n].rows = r;                                                                             \
-        s[n].cols = c;                                                                             \
-        n++;                                                                                       \
-    } while (0)
-    const int Q = d->heads * d->head_dim, KV = d->kv_heads * d->head_dim;
-    ADD(d->vocab, d->hidden, "model.embed_tokens.weight");
-    for (int l = 0; l < d->layers; l++) {
-        ADD(d->hidden, 0, "model.layers.%d.input_layernorm.weight", l);
-        ADD(Q, d->hidden, "model.layers.%d.self_attn.q_proj.weight", l);
-        ADD(KV, d->hidden, "model.layers.%d.self_attn.k_proj.weight", l);
-        ADD(KV, d->hidden, "model.layers.%d.self_attn.v_proj.weight", l);
-        ADD(d->hidden, Q, "model.layers.%d.self_attn.o_proj.weight", l);
-        ADD(d->hidden, 0, "model.layers.%d.post_attention_layernorm.weight", l);
-        ADD(d->inter, d->hidden, "model.layers.%d.mlp.gate_proj.weight", l);
-        ADD(d->inter, d->hidden, "model.layers.%d.mlp.up_proj.weight", l);
-        ADD(d->hidden, d->inter, "model.layers.%d.mlp.down_proj.weight", l);
-    }
-    ADD(d->hidden, 0, "model.norm.weight");
-    ADD(d->vocab, d->hidden, "lm_head.weight");
-#undef ADD
-    return n;
-}
-
 /* Writes config.json and a bf16 model.safetensors of a random llama into
  * dir (uniform weights of standard deviation 0.02, norms 1). */
 static int write_llama(const char *dir, const dims *d, spoil sp)
 {
-    tspec *s = calloc((size_t)(4 + 9 * d->layers), sizeof *s);
+    th_tensor_spec *s = calloc(TH_LLAMA_NSPECS(d->layers), sizeof *s);
     if (!s) return GR_ENOMEM;
-    const size_t n = llama_specs(d, s);
+    const size_t n = th_llama_specs(d, s);
     gr_stw *w = gr_stw_new(dir, 0);
     enum { CHUNK = 1 << 20 };
     float *buf = malloc(CHUNK * sizeof *buf);
